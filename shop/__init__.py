@@ -1,0 +1,73 @@
+"""The reference KNET-on-Adyen storefront.
+
+Rooms, each with one job (data flows views → services → client/store, never back up):
+  storefront/  catalog and cart
+  checkout/    checkout form, /paymentMethods, /payments, redirect, return, result page
+  webhooks/    POST /webhooks/adyen: verify, store, acknowledge, process
+  orders/      the order state machine, applied from the return and from webhooks
+  adyen/       the Checkout API client and the webhook HMAC scheme
+  simulator/   Adyen's test API, the KNET page and the webhook sender, offline (simulator mode only)
+"""
+
+import logging
+import os
+
+from dotenv import load_dotenv
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from shop.config import load_settings
+
+csrf = CSRFProtect()
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(test_config=None):
+    """Build the app. `test_config` overrides settings (tests pass their own database and URLs)."""
+    app = Flask(
+        __name__,
+        instance_path=os.path.join(ROOT, "instance"),
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    if test_config is None:
+        load_dotenv(os.path.join(ROOT, ".env"))
+        app.config.from_mapping(load_settings())
+    else:
+        app.config.from_mapping(load_settings(test_config.get("ENV", os.environ)))
+        app.config.update({k: v for k, v in test_config.items() if k != "ENV"})
+
+    os.makedirs(app.instance_path, exist_ok=True)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "shop.sqlite3")
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from shop import db, money, services
+
+    db.init_app(app)
+    csrf.init_app(app)
+    money.init_app(app)
+    services.init_app(app)
+
+    from shop.storefront import bp as storefront_bp
+    from shop.checkout import bp as checkout_bp
+    from shop.webhooks import bp as webhooks_bp
+
+    app.register_blueprint(storefront_bp)
+    app.register_blueprint(checkout_bp)
+    app.register_blueprint(webhooks_bp)
+    csrf.exempt(webhooks_bp)
+
+    if app.config["ADYEN_ENVIRONMENT"] == "simulator":
+        from shop import simulator
+
+        simulator.init_app(app, csrf)
+
+    from shop import worker
+
+    worker.init_app(app)
+    return app

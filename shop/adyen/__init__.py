@@ -1,0 +1,5 @@
+"""A small client for Adyen's Checkout API and the HMAC scheme of its webhooks."""
+
+from shop.adyen.client import AdyenClient, AdyenApiError, AdyenError, AdyenUnavailable
+
+__all__ = ["AdyenClient", "AdyenApiError", "AdyenError", "AdyenUnavailable"]

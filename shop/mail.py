@@ -1,0 +1,5 @@
+"""Shopper emails (placeholder)."""
+
+
+def send_due():
+    """Send the emails that are due."""

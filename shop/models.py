@@ -1,0 +1,189 @@
+"""The shop's tables: orders, their payment attempts, every Adyen call, webhooks, emails, timeline.
+
+Money is an integer in minor units (fils for KWD: 12.500 KWD is 12500). Never a float.
+"""
+
+import secrets
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from shop.db import db
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+def new_order_token():
+    """The unguessable token that names an order in its return and result URLs."""
+    return secrets.token_urlsafe(24)
+
+
+class OrderStatus:
+    """The order's own state; only verified webhooks move it to a final state (see shop/orders)."""
+
+    CREATED = "created"  # cart snapshot and shopper details saved, no payment yet
+    PENDING = "pending"  # /payments called; waiting for the shopper and the webhook
+    PAID = "paid"  # AUTHORISATION success=true: proceed with the order
+    FAILED = "failed"  # AUTHORISATION success=false: cancelled, payment failed
+    EXPIRED = "expired"  # OFFER_CLOSED: cancelled, payment timed out
+
+    FINAL = (PAID, FAILED, EXPIRED)
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The merchant reference sent to Adyen: unique, at most 80 characters.
+    reference: Mapped[str] = mapped_column(String(80), unique=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True, default=new_order_token)
+    # One checkout form session makes one order, whatever the number of clicks or tabs.
+    checkout_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.CREATED)
+    # Compare-and-set counter: every state change is `UPDATE … WHERE version = :seen`.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+    amount_value: Mapped[int] = mapped_column(Integer)  # minor units
+    currency: Mapped[str] = mapped_column(String(3), default="KWD")
+    lines: Mapped[list] = mapped_column(JSON)  # [{product_id, name, unit_price, quantity, line_total}]
+
+    shopper_first_name: Mapped[str] = mapped_column(String(80))
+    shopper_last_name: Mapped[str] = mapped_column(String(80))
+    shopper_email: Mapped[str] = mapped_column(String(256))
+    shopper_phone: Mapped[str] = mapped_column(String(20))  # +965XXXXXXXX
+    shopper_locale: Mapped[str] = mapped_column(String(10), default="en-KW")
+
+    # What the shopper was told after the redirect: display only, never the order's truth.
+    result_code: Mapped[str | None] = mapped_column(String(32))
+    psp_reference: Mapped[str | None] = mapped_column(String(32))
+    refusal_reason: Mapped[str | None] = mapped_column(String(200))
+    refusal_reason_code: Mapped[str | None] = mapped_column(String(8))
+
+    # Flags for a person to look at.
+    needs_refund_decision: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    attempts: Mapped[list["PaymentAttempt"]] = relationship(
+        back_populates="order", order_by="PaymentAttempt.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def shopper_name(self):
+        return f"{self.shopper_first_name} {self.shopper_last_name}"
+
+    @property
+    def latest_attempt(self):
+        return self.attempts[-1] if self.attempts else None
+
+
+class AttemptStatus:
+    CALLING = "calling"  # Idempotency-Key saved, /payments under way (or its outcome unknown)
+    REDIRECTED = "redirected"  # action received, shopper sent to KNET
+    RETURNED = "returned"  # /payments/details answered
+    REJECTED = "rejected"  # Adyen answered 4xx: final for this attempt
+
+
+class PaymentAttempt(db.Model):
+    __tablename__ = "payment_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    # Saved before /payments is called, and reused for every retry of this attempt.
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: str(uuid.uuid4()))
+    status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.CALLING)
+    action_type: Mapped[str | None] = mapped_column(String(32))
+    action_method: Mapped[str | None] = mapped_column(String(8))
+    action_url: Mapped[str | None] = mapped_column(Text)
+    action_data: Mapped[dict | None] = mapped_column(JSON)
+    psp_reference: Mapped[str | None] = mapped_column(String(32))
+    result_code: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="attempts")
+
+
+class ApiCall(db.Model):
+    """One call to Adyen's Checkout API, for the developer views. Never holds the API key."""
+
+    __tablename__ = "api_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))  # "/payments"
+    url: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    request_json: Mapped[dict | None] = mapped_column(JSON)
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer (timeout, refused)
+    response_json: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OrderEvent(db.Model):
+    """The order's timeline: redirects, returns, webhooks and state changes, each with its cause."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "redirect", "return", "webhook", "transition", …
+    summary: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Notification(db.Model):
+    """A verified webhook item, stored before it is acknowledged and processed after."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        # Adyen may deliver the same event more than once: it has an effect once.
+        UniqueConstraint("psp_reference", "event_code", "success", "original_reference", name="uq_notification_event"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    psp_reference: Mapped[str] = mapped_column(String(32))
+    original_reference: Mapped[str] = mapped_column(String(32), default="")
+    event_code: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+    merchant_reference: Mapped[str] = mapped_column(String(80), index=True)
+    merchant_account: Mapped[str] = mapped_column(String(80))
+    amount_value: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    reason: Mapped[str | None] = mapped_column(Text)
+    event_date: Mapped[str | None] = mapped_column(String(40))
+    raw_body: Mapped[str] = mapped_column(Text)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    # pending → processed | ignored; failures are retried with a growing delay.
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Email(db.Model):
+    """A message to the shopper, kept in an outbox and sent over SMTP when MAIL_SERVER is set."""
+
+    __tablename__ = "emails"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    to: Mapped[str] = mapped_column(String(256))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="outbox")  # outbox | sent | failed | kept
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

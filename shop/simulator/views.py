@@ -1,0 +1,1 @@
+"""Simulator endpoints (placeholder)."""
