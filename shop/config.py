@@ -7,6 +7,7 @@ the way Adyen's example apps fail fast.
 
 import os
 import re
+from fractions import Fraction
 
 ENVIRONMENTS = ("simulator", "test", "live")
 
@@ -124,11 +125,25 @@ def load_settings(environ=None):
         "SIMULATOR_RETURN_METHOD": get("SIMULATOR_RETURN_METHOD", "GET").upper(),
         "SIMULATOR_WEBHOOK_DELAY": float(get("SIMULATOR_WEBHOOK_DELAY", "2")),
         "SIMULATOR_OFFER_EXPIRY": float(get("SIMULATOR_OFFER_EXPIRY", "900")),
+        # Simulator: where its webhooks are posted (default: this shop's own endpoint).
+        "SIMULATOR_WEBHOOK_URL": get("SIMULATOR_WEBHOOK_URL", f"{public_base_url}/webhooks/adyen"),
+        # Simulator: seconds before a Pending / Received payment gets its final AUTHORISATION webhook.
+        "SIMULATOR_PENDING_DELAY": float(get("SIMULATOR_PENDING_DELAY", "5")),
+        # Simulator: Adyen's webhook retry schedule (2 min, 5 min, … 8 h, for 30 days) times this
+        # factor; "1/60" (default) turns minutes into seconds. A fraction or a decimal.
+        "SIMULATOR_RETRY_SCALE": float(Fraction(get("SIMULATOR_RETRY_SCALE", "1/60"))),
+        # Simulator: seconds a worker holds a claimed webhook delivery before another may take it
+        # over (a crash mid-send); longer than the 10 s send timeout.
+        "SIMULATOR_DELIVERY_LEASE": float(get("SIMULATOR_DELIVERY_LEASE", "60")),
+        # Simulator: the merchant name shown on the simulated KNET page.
+        "SIMULATOR_MERCHANT_NAME": get("SIMULATOR_MERCHANT_NAME", "KNET Demo Shop"),
         "MAIL_SERVER": get("MAIL_SERVER"),
         "MAIL_PORT": int(get("MAIL_PORT", "25")),
         "MAIL_USERNAME": get("MAIL_USERNAME"),
         "MAIL_PASSWORD": get("MAIL_PASSWORD"),
         "MAIL_FROM": get("MAIL_FROM", "KNET Demo Shop <shop@example.com>"),
+        # STARTTLS after connecting (port 587 servers); leave unset for a local relay.
+        "MAIL_USE_TLS": get("MAIL_USE_TLS", "").lower() in ("1", "true", "yes", "on"),
         # Adyen calls must end well before a gunicorn worker is killed (30 s default).
         "ADYEN_CONNECT_TIMEOUT": 5.0,
         "ADYEN_READ_TIMEOUT": 15.0,

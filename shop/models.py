@@ -170,6 +170,8 @@ class Notification(db.Model):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What processing did, for a person reading the table: "pending → paid", "no order …".
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class Email(db.Model):
@@ -182,8 +184,10 @@ class Email(db.Model):
     to: Mapped[str] = mapped_column(String(256))
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="outbox")  # outbox | sent | failed | kept
+    status: Mapped[str] = mapped_column(String(16), default="outbox")  # outbox | sending | sent | failed | kept
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When the next try is due; while status is "sending" it is the end of the sender's lease.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

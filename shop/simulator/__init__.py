@@ -1,4 +1,13 @@
-"""A faithful offline stand-in for Adyen's test Checkout API, the KNET hosted page and webhooks."""
+"""A faithful offline stand-in for Adyen's test Checkout API, the KNET hosted page and webhooks.
+
+Registered at /_sim only when ADYEN_ENVIRONMENT=simulator:
+  api.py            POST /_sim/checkout/v71/{paymentMethods, payments, payments/details} (v70, v72 too)
+  knet_page.py      GET/POST /_sim/knet/kpg/PaymentHTTP.htm, the KNET hosted payment page
+  sender.py         deliver_due(): the webhooks, signed and retried (called by shop/worker.py)
+  payments.py       the simulator's payment store; outcomes.py the test cards and their results
+  notifications.py  the webhook items; references.py pspReferences and redirect results
+State lives in the sim_* tables (models.py), never in process memory.
+"""
 
 from flask import Blueprint
 
@@ -6,7 +15,10 @@ bp = Blueprint("simulator", __name__, url_prefix="/_sim")
 
 
 def init_app(app, csrf):
-    from shop.simulator import models, views  # noqa: F401
+    from shop.simulator import api, knet_page, models, outcomes  # noqa: F401  (routes register on import)
 
+    # Adyen's clients and the KNET page's form carry no CSRF token, as on the real services.
     csrf.exempt(bp)
     app.register_blueprint(bp)
+    # For templates/simulator/_test_cards.html, which the checkout page includes in simulator mode.
+    app.jinja_env.globals["simulator_card_sheet"] = outcomes.card_sheet

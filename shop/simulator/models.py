@@ -1,1 +1,143 @@
-"""The simulator's own tables (placeholder)."""
+"""The simulator's own tables, all prefixed `sim_`, so that its state lives in the database.
+
+Nothing is kept in process memory: the app may run as several gunicorn workers, and a payment
+started before a restart must still be payable, resolvable and notified after it.
+Times are stored in UTC; SQLite gives them back without a zone, so read them through `as_utc`.
+"""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shop.db import db
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+def run_update(statement):
+    """Execute a conditional UPDATE and return its result (check `.rowcount`).
+
+    SQLAlchemy would otherwise re-check the WHERE in Python on loaded objects, which fails on
+    SQLite's zone-less times; callers refresh what they need after the commit instead.
+    """
+    return db.session.execute(statement, execution_options={"synchronize_session": False})
+
+
+def as_utc(moment):
+    """A stored time as an aware UTC datetime (SQLite returns naive ones)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+class SimPaymentStatus:
+    AWAITING_SHOPPER = "awaiting_shopper"  # /payments answered RedirectShopper; KNET page not finished
+    COMPLETED = "completed"  # the shopper submitted or cancelled the KNET page
+    EXPIRED = "expired"  # the offer expired first; OFFER_CLOSED is queued
+
+
+class SimPayment(db.Model):
+    """A payment the simulated Adyen accepted through /payments."""
+
+    __tablename__ = "sim_payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    psp_reference: Mapped[str] = mapped_column(String(16), unique=True)
+    # Names the payment in the KNET page URL; unguessable, unlike the pspReference.
+    page_token: Mapped[str] = mapped_column(String(64), unique=True)
+    merchant_account: Mapped[str] = mapped_column(String(80))
+    merchant_reference: Mapped[str] = mapped_column(String(80), index=True)
+    amount_value: Mapped[int] = mapped_column(BigInteger)  # minor units (fils for KWD)
+    currency: Mapped[str] = mapped_column(String(3))
+    country_code: Mapped[str | None] = mapped_column(String(100))
+    payment_method_type: Mapped[str] = mapped_column(String(32))
+    return_url: Mapped[str] = mapped_column(Text)
+    shopper_first_name: Mapped[str | None] = mapped_column(String(80))
+    shopper_last_name: Mapped[str | None] = mapped_column(String(80))
+    shopper_email: Mapped[str | None] = mapped_column(String(256))
+    telephone_number: Mapped[str | None] = mapped_column(String(64))
+    shopper_locale: Mapped[str | None] = mapped_column(String(32))
+    redirect_to_issuer_method: Mapped[str | None] = mapped_column(String(8))
+    redirect_from_issuer_method: Mapped[str | None] = mapped_column(String(8))
+
+    status: Mapped[str] = mapped_column(String(24), default=SimPaymentStatus.AWAITING_SHOPPER, index=True)
+    result_code: Mapped[str | None] = mapped_column(String(32))
+    refusal_reason: Mapped[str | None] = mapped_column(String(100))
+    refusal_reason_code: Mapped[str | None] = mapped_column(String(8))
+    bank: Mapped[str | None] = mapped_column(String(16))
+    # Never the card number or the PIN: only what a receipt would show.
+    card_last4: Mapped[str | None] = mapped_column(String(4))
+    # The opaque value appended to returnUrl; /payments/details resolves it to this payment.
+    redirect_result: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    offer_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def shopper_name(self):
+        return " ".join(part for part in (self.shopper_first_name, self.shopper_last_name) if part)
+
+
+class SimIdempotentResponse(db.Model):
+    """The first response to a request with an Idempotency-Key, replayed for every retry."""
+
+    __tablename__ = "sim_idempotent_responses"
+    __table_args__ = (UniqueConstraint("endpoint", "key_hash", name="uq_sim_idempotency_endpoint_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(40))  # "/payments"
+    # A hash keeps the unique index small whatever length of key a client sends.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(Text)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_json: Mapped[dict | None] = mapped_column(JSON)
+    psp_reference: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeliveryStatus:
+    PENDING = "pending"  # waiting for due_at
+    DELIVERING = "delivering"  # claimed by one worker until lease_until
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    FAILED = "failed"  # retried for Adyen's whole retry period without a 2xx
+
+
+class SimWebhookDelivery(db.Model):
+    """One webhook (one NotificationRequestItem) that the simulated Adyen sends, with its attempts.
+
+    The payload is stored unsigned; the HMAC signature is added at send time with the current key,
+    so neither the key nor a signature is ever stored.
+    """
+
+    __tablename__ = "sim_webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("sim_payments.id"), index=True)
+    event_code: Mapped[str] = mapped_column(String(40))
+    psp_reference: Mapped[str] = mapped_column(String(16))
+    merchant_reference: Mapped[str] = mapped_column(String(80))
+    success: Mapped[str] = mapped_column(String(5))  # "true" / "false", as Adyen sends it
+    payload: Mapped[dict] = mapped_column(JSON)
+    target_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING, index=True)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by the claim; only the worker holding this token may record the attempt.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_response_body: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # [{attempt, at, status_code, error, duration_ms}], newest last.
+    history: Mapped[list] = mapped_column(JSON, default=list)
+    duplicate_of: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Start of the current retry period (creation, or the last manual resend).
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,15 +1,108 @@
-"""Catalog and cart pages (placeholder until the storefront is built)."""
+"""Catalog and cart pages, and the three cart actions.
 
-from flask import render_template
+Every action is a POST (CSRF-checked by the app's CSRFProtect) answered with a 303 redirect to a
+page, so a reload never repeats it. A refused change leaves the cart as it was and says why in a flash.
+"""
+
+import logging
+
+from flask import current_app, flash, has_request_context, redirect, render_template, request, url_for
 
 from shop.storefront import bp
+from shop.storefront.cart import MAX_QUANTITY, Cart, CartError
+from shop.storefront.catalog import all_products, get_product
+from shop.storefront.forms import AddToCartForm, RemoveFromCartForm, UpdateQuantityForm, first_error
+
+log = logging.getLogger(__name__)
+
+
+@bp.app_context_processor
+def inject_cart_count():
+    """The item count for the header on every page. Emails rendered by the worker have no session."""
+    if not has_request_context():
+        return {"cart_count": 0}
+    return {"cart_count": Cart.from_session().count}
+
+
+def _checkout_url():
+    # The checkout room is built separately; until its endpoint exists, link to its path.
+    if "checkout.checkout" in current_app.view_functions:
+        return url_for("checkout.checkout")
+    return request.script_root + "/checkout"
+
+
+def _see_other(endpoint, anchor=None):
+    return redirect(url_for(endpoint, _anchor=anchor), code=303)
 
 
 @bp.get("/")
 def catalog():
-    return render_template("base.html")
+    return render_template(
+        "storefront/catalog.html",
+        products=all_products(),
+        cart=Cart.from_session(),
+        max_quantity=MAX_QUANTITY,
+    )
 
 
 @bp.get("/cart")
 def cart():
-    return render_template("base.html")
+    return render_template(
+        "storefront/cart.html",
+        cart=Cart.from_session(),
+        max_quantity=MAX_QUANTITY,
+        checkout_url=_checkout_url(),
+    )
+
+
+@bp.post("/cart/add")
+def add():
+    form = AddToCartForm()
+    product = get_product(form.product_id.data)
+    anchor = f"product-{product.id}" if product else None
+    if not form.validate():
+        log.info("Refused an add to cart: %s", first_error(form))
+        flash(first_error(form), "error")
+        return _see_other("storefront.catalog", anchor)
+    try:
+        Cart.from_session().add(product.id, form.quantity.data)
+    except CartError as error:
+        log.info("Refused an add to cart: %s", error)
+        flash(str(error), "error")
+        return _see_other("storefront.catalog", anchor)
+    flash(f"Added {form.quantity.data} × {product.name} to your cart.", "success")
+    return _see_other("storefront.cart")
+
+
+@bp.post("/cart/update")
+def update():
+    form = UpdateQuantityForm()
+    if not form.validate():
+        log.info("Refused a cart update: %s", first_error(form))
+        flash(first_error(form), "error")
+        return _see_other("storefront.cart")
+    product = get_product(form.product_id.data)
+    try:
+        Cart.from_session().set_quantity(product.id, form.quantity.data)
+    except CartError as error:
+        log.info("Refused a cart update: %s", error)
+        flash(str(error), "error")
+        return _see_other("storefront.cart")
+    if form.quantity.data == 0:
+        flash(f"Removed {product.name} from your cart.", "success")
+    else:
+        flash(f"{product.name}: quantity is now {form.quantity.data}.", "success")
+    return _see_other("storefront.cart")
+
+
+@bp.post("/cart/remove")
+def remove():
+    form = RemoveFromCartForm()
+    if not form.validate():
+        log.info("Refused a cart removal: %s", first_error(form))
+        flash(first_error(form), "error")
+        return _see_other("storefront.cart")
+    product = get_product(form.product_id.data)
+    Cart.from_session().remove(product.id)
+    flash(f"Removed {product.name} from your cart.", "success")
+    return _see_other("storefront.cart")

@@ -1,0 +1,135 @@
+"""The checkout form: the shopper's name, email and Kuwaiti phone number.
+
+Each check has a message that tells the shopper what to type, not what went wrong inside.
+After validation `form.phone.data` holds the number in E.164 (+965XXXXXXXX), the form Adyen's
+`telephoneNumber` and the order record expect.
+"""
+
+import re
+import unicodedata
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, StringField, TelField
+from wtforms.validators import Email, InputRequired, Length, StopValidation, ValidationError
+
+NAME_MAX = 80
+EMAIL_MAX = 256
+PHONE_MESSAGE = "Enter a Kuwaiti phone number: 8 digits, e.g. 5000 0000."
+
+# Kuwaiti numbers are 8 digits; the first digit says the kind: 2 landline, 4/5/6/9 mobile and others.
+_LOCAL_NUMBER = re.compile(r"^[24569]\d{7}$")
+# What people put between digits: spaces, hyphens, dots, brackets.
+_SEPARATORS = re.compile(r"[\s\-.()\u00a0]")
+# Shoppers on an Arabic keyboard type Arabic-Indic (٠-٩) or Eastern Arabic-Indic (۰-۹) digits.
+_ARABIC_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
+_NAME_PUNCTUATION = set(" -'’")
+
+
+def normalise_kuwait_phone(raw):
+    """'+965 5000 0000', '00965-50000000', '965 50000000', '5000 0000' -> '+96550000000'; None if not Kuwaiti."""
+    if not isinstance(raw, str) or len(raw) > 40:
+        return None
+    digits = _SEPARATORS.sub("", raw.translate(_ARABIC_DIGITS))
+    if digits.startswith("+965"):
+        digits = digits[4:]
+    elif digits.startswith("00965"):
+        digits = digits[5:]
+    elif digits.startswith("965") and len(digits) == 11:
+        # Only with 11 digits: 8-digit numbers that start with 965 are valid local numbers.
+        digits = digits[3:]
+    if not _LOCAL_NUMBER.match(digits):
+        return None
+    return "+965" + digits
+
+
+def _tidy(value):
+    """Trim, and collapse runs of spaces inside (a name pasted from elsewhere)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return value
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def _name_characters(label):
+    message = f"Your {label} can only contain letters, spaces, hyphens and apostrophes."
+
+    def check(form, field):
+        # Unicode letters (L*) and combining marks (M*: Arabic short vowels), so Arabic names pass.
+        has_letter = False
+        for char in field.data:
+            category = unicodedata.category(char)
+            if category.startswith("L"):
+                has_letter = True
+            elif not (category.startswith("M") or char in _NAME_PUNCTUATION):
+                raise ValidationError(message)
+        if not has_letter:
+            raise ValidationError(message)
+
+    return check
+
+
+def _required_after_trim(message):
+    # InputRequired looks at the raw input, so "   " would pass it; check the trimmed value too,
+    # and stop there: "can only contain letters" would be noise on an empty field.
+    def check(form, field):
+        if not field.data:
+            raise StopValidation(message)
+
+    return check
+
+
+def _name_field(label, autocomplete):
+    return StringField(
+        label.capitalize(),
+        filters=[_tidy],
+        validators=[
+            InputRequired(f"Enter your {label}."),
+            _required_after_trim(f"Enter your {label}."),
+            Length(max=NAME_MAX, message=f"Your {label} can be at most {NAME_MAX} characters."),
+            _name_characters(label),
+        ],
+        render_kw={"maxlength": NAME_MAX, "autocomplete": autocomplete},
+    )
+
+
+def kuwait_phone(form, field):
+    e164 = normalise_kuwait_phone(field.data)
+    if e164 is None:
+        raise ValidationError(PHONE_MESSAGE)
+    field.data = e164
+
+
+class CheckoutForm(FlaskForm):
+    first_name = _name_field("first name", "given-name")
+    last_name = _name_field("last name", "family-name")
+    email = EmailField(
+        "Email",
+        filters=[_strip],
+        validators=[
+            InputRequired("Enter your email address."),
+            _required_after_trim("Enter your email address."),
+            Length(max=EMAIL_MAX, message=f"Your email address can be at most {EMAIL_MAX} characters."),
+            Email("Enter a valid email address, e.g. name@example.com.", check_deliverability=False),
+        ],
+        render_kw={"maxlength": EMAIL_MAX, "autocomplete": "email"},
+    )
+    phone = TelField(
+        "Phone",
+        filters=[_strip],
+        validators=[
+            InputRequired("Enter your phone number."),
+            _required_after_trim("Enter your phone number."),
+            kuwait_phone,
+        ],
+        render_kw={"autocomplete": "tel", "inputmode": "tel"},
+    )
+    # One checkout form session makes one order; the view compares this to the session.
+    checkout_key = HiddenField()
+
+    @property
+    def phone_e164(self):
+        """The phone number as +965XXXXXXXX, or None if it is not a valid Kuwaiti number."""
+        return normalise_kuwait_phone(self.phone.data)

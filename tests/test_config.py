@@ -1,0 +1,86 @@
+"""Start-up configuration: simulator mode needs nothing; test and live mode name what is missing."""
+
+import pytest
+
+from shop.config import ConfigError, REQUIRED_OUTSIDE_SIMULATOR, load_settings
+
+FULL_TEST_ENV = {
+    "ADYEN_ENVIRONMENT": "test",
+    "ADYEN_API_KEY": "AQE-secret-key-value",
+    "ADYEN_MERCHANT_ACCOUNT": "ShopECOM",
+    "ADYEN_HMAC_KEY": "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
+    "WEBHOOK_USERNAME": "hook",
+    "WEBHOOK_PASSWORD": "hook-password-value",
+    "PUBLIC_BASE_URL": "https://shop.example.com",
+    "SECRET_KEY": "secret-key-value",
+}
+
+
+def test_simulator_mode_needs_no_settings():
+    settings = load_settings({})
+    assert settings["ADYEN_ENVIRONMENT"] == "simulator"
+    assert settings["PUBLIC_BASE_URL"] == "http://127.0.0.1:5000"
+    assert settings["ADYEN_API_BASE_URL"] == "http://127.0.0.1:5000/_sim/checkout/v71"
+
+
+def test_port_moves_the_default_public_url():
+    assert load_settings({"PORT": "8123"})["PUBLIC_BASE_URL"] == "http://127.0.0.1:8123"
+
+
+def test_test_mode_uses_adyen_test_endpoint():
+    assert load_settings(FULL_TEST_ENV)["ADYEN_API_BASE_URL"] == "https://checkout-test.adyen.com/v71"
+
+
+def test_live_mode_builds_the_prefixed_url():
+    env = dict(FULL_TEST_ENV, ADYEN_ENVIRONMENT="live", ADYEN_LIVE_URL_PREFIX="1797a841fbb37ca7-AdyenDemo")
+    assert (
+        load_settings(env)["ADYEN_API_BASE_URL"]
+        == "https://1797a841fbb37ca7-AdyenDemo-checkout-live.adyenpayments.com/checkout/v71"
+    )
+
+
+@pytest.mark.parametrize("missing", REQUIRED_OUTSIDE_SIMULATOR)
+def test_each_missing_setting_is_named(missing):
+    env = dict(FULL_TEST_ENV)
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing):
+        load_settings(env)
+
+
+def test_live_mode_needs_the_url_prefix_and_https():
+    env = dict(FULL_TEST_ENV, ADYEN_ENVIRONMENT="live")
+    with pytest.raises(ConfigError, match="ADYEN_LIVE_URL_PREFIX"):
+        load_settings(env)
+    env.update(ADYEN_LIVE_URL_PREFIX="abc", PUBLIC_BASE_URL="http://shop.example.com")
+    with pytest.raises(ConfigError, match="https"):
+        load_settings(env)
+
+
+def test_errors_never_show_secret_values():
+    env = dict(FULL_TEST_ENV, ADYEN_HMAC_KEY="not-hex-secret-value")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env)
+    assert "ADYEN_HMAC_KEY" in str(raised.value)
+    assert "not-hex-secret-value" not in str(raised.value)
+
+
+def test_unknown_environment_is_refused():
+    with pytest.raises(ConfigError, match="ADYEN_ENVIRONMENT"):
+        load_settings({"ADYEN_ENVIRONMENT": "production"})
+
+
+def test_app_refuses_to_start_without_settings_in_test_mode(tmp_path):
+    from shop import create_app
+
+    with pytest.raises(ConfigError, match="ADYEN_API_KEY"):
+        create_app({"ENV": {"ADYEN_ENVIRONMENT": "test"}, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
+
+
+def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
+    from shop import create_app
+
+    app = create_app(
+        {"ENV": FULL_TEST_ENV, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "BACKGROUND_WORKER": False}
+    )
+    assert not any(rule.rule.startswith("/_sim") for rule in app.url_map.iter_rules())
+    assert app.test_client().post("/_sim/checkout/v71/payments", json={}).status_code == 404
