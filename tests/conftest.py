@@ -45,7 +45,7 @@ class LiveServer:
         overrides.setdefault("BACKGROUND_WORKER", True)
         self.app = build_app(tmp_path, public_base_url=self.url, **overrides)
         self.server.app = self.app
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self):
