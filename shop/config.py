@@ -79,6 +79,18 @@ def load_settings(environ=None):
                 + ", ".join(missing)
             )
 
+    def choice(name, allowed):
+        value = get(name, allowed[0]).upper()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}.")
+        return value
+
+    def number(name, default):
+        try:
+            return float(Fraction(get(name, default)))
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{name} must be a number of seconds (or a fraction such as 1/60).") from None
+
     port = get("PORT", "5000")
     if not port.isdigit():
         raise ConfigError("PORT must be a number.")
@@ -122,23 +134,25 @@ def load_settings(environ=None):
         ),
         "SHOPPER_LOCALE": get("SHOPPER_LOCALE", "en-KW"),
         # The simulator answers the return by POST instead of GET when set (see issue: POST returns).
-        "SIMULATOR_RETURN_METHOD": get("SIMULATOR_RETURN_METHOD", "GET").upper(),
-        "SIMULATOR_WEBHOOK_DELAY": float(get("SIMULATOR_WEBHOOK_DELAY", "2")),
-        "SIMULATOR_OFFER_EXPIRY": float(get("SIMULATOR_OFFER_EXPIRY", "900")),
+        "SIMULATOR_RETURN_METHOD": choice("SIMULATOR_RETURN_METHOD", ("GET", "POST")),
+        # The simulator sends the shopper to KNET by POST (action.method POST with action.data) when set.
+        "SIMULATOR_ACTION_METHOD": choice("SIMULATOR_ACTION_METHOD", ("GET", "POST")),
+        "SIMULATOR_WEBHOOK_DELAY": number("SIMULATOR_WEBHOOK_DELAY", "2"),
+        "SIMULATOR_OFFER_EXPIRY": number("SIMULATOR_OFFER_EXPIRY", "900"),
         # Simulator: where its webhooks are posted (default: this shop's own endpoint).
         "SIMULATOR_WEBHOOK_URL": get("SIMULATOR_WEBHOOK_URL", f"{public_base_url}/webhooks/adyen"),
         # Simulator: seconds before a Pending / Received payment gets its final AUTHORISATION webhook.
-        "SIMULATOR_PENDING_DELAY": float(get("SIMULATOR_PENDING_DELAY", "5")),
+        "SIMULATOR_PENDING_DELAY": number("SIMULATOR_PENDING_DELAY", "5"),
         # Simulator: Adyen's webhook retry schedule (2 min, 5 min, … 8 h, for 30 days) times this
         # factor; "1/60" (default) turns minutes into seconds. A fraction or a decimal.
-        "SIMULATOR_RETRY_SCALE": float(Fraction(get("SIMULATOR_RETRY_SCALE", "1/60"))),
+        "SIMULATOR_RETRY_SCALE": number("SIMULATOR_RETRY_SCALE", "1/60"),
         # Simulator: seconds a worker holds a claimed webhook delivery before another may take it
         # over (a crash mid-send); longer than the 10 s send timeout.
-        "SIMULATOR_DELIVERY_LEASE": float(get("SIMULATOR_DELIVERY_LEASE", "60")),
+        "SIMULATOR_DELIVERY_LEASE": number("SIMULATOR_DELIVERY_LEASE", "60"),
         # Simulator: the merchant name shown on the simulated KNET page.
         "SIMULATOR_MERCHANT_NAME": get("SIMULATOR_MERCHANT_NAME", "KNET Demo Shop"),
         "MAIL_SERVER": get("MAIL_SERVER"),
-        "MAIL_PORT": int(get("MAIL_PORT", "25")),
+        "MAIL_PORT": int(number("MAIL_PORT", "25")),
         "MAIL_USERNAME": get("MAIL_USERNAME"),
         "MAIL_PASSWORD": get("MAIL_PASSWORD"),
         "MAIL_FROM": get("MAIL_FROM", "KNET Demo Shop <shop@example.com>"),

@@ -312,3 +312,20 @@ def test_result_page_shows_the_webhook_verdict_once_it_lands(live_server_factory
     page = shopper.wait_for_text(path, "We are preparing your order")
     assert 'http-equiv="refresh"' not in page.text
     assert only_order(server).status == OrderStatus.PAID
+
+
+def test_post_action_renders_an_auto_submitting_form_with_a_visible_button(live_server_factory):
+    server = live_server_factory(ENV={"SIMULATOR_ACTION_METHOD": "POST", "SIMULATOR_WEBHOOK_DELAY": "600"})
+    shopper = Shopper(server.url)
+    shopper.add_to_cart()
+    page = shopper.place_order()
+    form = forms_of(page.text)[-1]
+    assert form["method"] == "POST"
+    assert form["action"] == server.url + "/_sim/knet/kpg/PaymentHTTP.htm"
+    assert set(form["fields"]) == {"paymentId", "sig"}  # exactly action.data, nothing of ours
+    assert "data-autosubmit" in page.text and "/static/js/autosubmit.js" in page.text
+    assert "Continue to KNET" in text_of(page.text)  # what a shopper without JavaScript presses
+    knet_page = shopper.submit(page)
+    assert "Card Number" in text_of(knet_page.text)
+    result = shopper.pay_on_knet(knet_page)
+    assert "Payment successful" in text_of(result.text)

@@ -84,3 +84,11 @@ def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
     )
     assert not any(rule.rule.startswith("/_sim") for rule in app.url_map.iter_rules())
     assert app.test_client().post("/_sim/checkout/v71/payments", json={}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "name, value", [("SIMULATOR_WEBHOOK_DELAY", "soon"), ("SIMULATOR_RETURN_METHOD", "PUT"), ("MAIL_PORT", "smtp")]
+)
+def test_malformed_settings_are_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})

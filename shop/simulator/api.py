@@ -309,7 +309,7 @@ def _payments(body):
 def _redirect_action(payment):
     """CheckoutRedirectAction to the simulated KNET page, by GET or (if asked) by POST with data."""
     page_url = current_app.config["PUBLIC_BASE_URL"] + "/_sim/knet/kpg/PaymentHTTP.htm"
-    if payment.redirect_to_issuer_method == "POST":
+    if payment.redirect_to_issuer_method == "POST" or current_app.config["SIMULATOR_ACTION_METHOD"] == "POST":
         return {
             "data": {
                 "paymentId": payment.page_token,
