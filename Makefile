@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test clean
+.PHONY: run test browser clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,13 @@ $(BIN)/.installed: requirements.txt
 run: $(BIN)/.installed
 	PORT=$(PORT) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT) --with-threads
 
-## Every test.
-test: $(BIN)/.installed
+## Every test, the browser tests included.
+test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest
+
+## A Chromium for the browser tests: Debian's when installed, otherwise Playwright's own.
+browser: $(BIN)/.installed
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || $(BIN)/python -m playwright install chromium
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,130 @@
+"""Every KNET outcome as a shopper sees it in Chromium, from an empty cart to the final page."""
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from shop.db import db
+from shop.models import Email
+from tests.e2e.journeys import BrowserShopper
+
+# Webhooks held back, so the page shows what the redirect said.
+NO_WEBHOOKS_YET = {"SIMULATOR_WEBHOOK_DELAY": "600", "SIMULATOR_PENDING_DELAY": "600"}
+# Webhooks at once, so the page moves on to the order's final state.
+QUICK_WEBHOOKS = {"SIMULATOR_WEBHOOK_DELAY": "0", "SIMULATOR_PENDING_DELAY": "0.5"}
+
+
+@pytest.fixture
+def shopper(page, console_log, live_server_factory, request):
+    env = getattr(request, "param", NO_WEBHOOKS_YET)
+    server = live_server_factory(ENV=env)
+    page.set_default_timeout(15_000)
+    shopper = BrowserShopper(page, server.url)
+    shopper.server = server
+    return shopper
+
+
+def wait_for_email(server, words, timeout=20):
+    """The body of the first shopper email containing `words`, once the worker has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with server.app.app_context():
+            for email in db.session.execute(db.select(Email)).scalars():
+                if words in email.body:
+                    return email.body
+        time.sleep(0.1)
+    raise AssertionError(f"no email containing {words!r} within {timeout} s")
+
+
+@pytest.mark.parametrize(
+    "knet, title, message",
+    [
+        ({}, "Payment successful", "Your payment was successful."),
+        ({"month": "05", "year": "2031"}, "Payment refused", "The payment was refused by KNET."),
+        ({"pin": "9999"}, "Payment refused", "The payment was refused by KNET."),
+        ({"cancel": True}, "Payment cancelled", "Do you want to continue with your order?"),
+        ({"card": "8888880000000003"}, "Payment error", "There was an error processing your payment."),
+    ],
+    ids=["authorised", "refused-by-expiry", "refused-by-pin", "cancelled", "error"],
+)
+def test_outcome_shown_to_the_shopper(shopper, knet, title, message):
+    shopper.buy(**knet)
+    shopper.expect_result(title, message)
+    reference = shopper.page.get_by_text(re.compile(r"^KNET-\d{8}-[0-9A-F]{8}$"))
+    expect(reference).to_be_visible()
+    if title == "Payment successful":
+        expect(shopper.page.get_by_role("link", name="Continue shopping")).to_be_visible()
+    else:
+        expect(shopper.page.get_by_role("link", name="Try again")).to_be_visible()
+        expect(shopper.page.get_by_role("link", name="Choose another payment method")).to_be_visible()
+
+
+def test_try_again_after_a_refusal_pays_with_the_same_cart(shopper):
+    shopper.buy(pin="9999")
+    shopper.expect_result("Payment refused", "refused by KNET")
+    shopper.page.get_by_role("link", name="Try again").click()
+    expect(shopper.page.get_by_label("First name")).to_have_value("Fatima")  # details remembered
+    shopper.press_pay()
+    shopper.pay_on_knet()
+    shopper.expect_result("Payment successful", "Your payment was successful.")
+
+
+@pytest.mark.parametrize("shopper", [QUICK_WEBHOOKS], indirect=True)
+def test_pending_then_paid_by_webhook(shopper):
+    shopper.buy(card="8888880000000004")
+    # First what the redirect said, then the page refreshes itself until the webhook lands.
+    expect(shopper.page.get_by_text("Payment successful")).to_be_visible(timeout=20_000)
+    expect(shopper.page.get_by_text("We are preparing your order.", exact=False)).to_be_visible()
+
+
+@pytest.mark.parametrize("shopper", [QUICK_WEBHOOKS], indirect=True)
+def test_received_then_failed_by_webhook(shopper):
+    shopper.buy(card="8888880000000005")
+    expect(shopper.page.get_by_role("heading", name="Order cancelled")).to_be_visible(timeout=20_000)
+    expect(shopper.page.get_by_text("The payment failed, so we cancelled the order.")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    "shopper",
+    [dict(NO_WEBHOOKS_YET, SIMULATOR_ACTION_METHOD="POST", SIMULATOR_RETURN_METHOD="POST")],
+    indirect=True,
+)
+def test_post_redirects_both_ways(shopper):
+    shopper.fill_cart()
+    shopper.check_out()
+    shopper.press_pay()  # the auto-submitted form takes the shopper to KNET by POST
+    shopper.pay_on_knet()  # and KNET posts the shopper back
+    shopper.expect_result("Payment successful", "Your payment was successful.")
+
+
+@pytest.mark.parametrize("shopper", [{"SIMULATOR_OFFER_EXPIRY": "1", "SIMULATOR_WEBHOOK_DELAY": "0"}], indirect=True)
+def test_abandoned_knet_page_ends_in_offer_closed(shopper):
+    shopper.fill_cart()
+    shopper.check_out()
+    shopper.press_pay()
+    expect(shopper.page.get_by_label("Card Number")).to_be_visible()
+    shopper.page.goto("about:blank")  # the shopper closes the tab and never comes back
+    # The shopper's email says the order was cancelled, with a link to it.
+    email = wait_for_email(shopper.server, "timed out")
+    link = re.search(r"https?://\S+/orders/\S+", email).group(0)
+    shopper.page.goto(link)
+    expect(shopper.page.get_by_role("heading", name="Order cancelled")).to_be_visible()
+    expect(shopper.page.get_by_text("The payment timed out, so we cancelled the order.")).to_be_visible()
+
+
+def test_the_whole_flow_works_without_javascript(browser, live_server_factory):
+    server = live_server_factory(ENV=dict(NO_WEBHOOKS_YET, SIMULATOR_ACTION_METHOD="POST", SIMULATOR_RETURN_METHOD="POST"))
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    shopper = BrowserShopper(page, server.url)
+    shopper.fill_cart()
+    shopper.check_out()
+    shopper.press_pay()
+    page.get_by_role("button", name="Continue to KNET").click()  # no script to submit it for us
+    shopper.pay_on_knet()
+    page.get_by_role("button", name="Return to the shop").click()
+    shopper.expect_result("Payment successful", "Your payment was successful.")
+    context.close()
