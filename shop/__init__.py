@@ -41,15 +41,18 @@ def create_app(test_config=None):
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "shop.sqlite3")
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # No pool_pre_ping: shop/db.py pings only connections that sat idle in the pool.
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from shop import db, money, services
+    from shop import db, i18n, money, security, services
 
     db.init_app(app)
     csrf.init_app(app)
+    security.init_app(app)  # security headers, no-store, error pages, Host and size limits (config)
+    i18n.init_app(app)  # English and Arabic shopper pages (Flask-Babel)
     money.init_app(app)
     services.init_app(app)
 
@@ -67,7 +70,19 @@ def create_app(test_config=None):
 
         simulator.init_app(app, csrf)
 
+    from shop import console
+
+    console.init_app(app)  # /console and the `flask adyen|orders|webhooks` commands
+
     from shop import worker
 
     worker.init_app(app)
+
+    hops = app.config.get("PROXY_FIX_HOPS") or 0
+    if hops:
+        # Behind `hops` reverse proxies: the client's address, https, Host and port come from the
+        # X-Forwarded-* headers those proxies set (and only from the last `hops` values of each).
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     return app

@@ -8,6 +8,7 @@ the way Adyen's example apps fail fast.
 import os
 import re
 from fractions import Fraction
+from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("simulator", "test", "live")
 
@@ -41,17 +42,35 @@ SECRET_SETTINGS = (
     "WEBHOOK_PASSWORD",
     "SECRET_KEY",
     "MAIL_PASSWORD",
+    "CONSOLE_PASSWORD",
 )
 
 ADYEN_TEST_URL = "https://checkout-test.adyen.com/v71"
 ADYEN_LIVE_URL = "https://{prefix}-checkout-live.adyenpayments.com/checkout/v71"
 ADYEN_LOGO_URL = "https://checkoutshopper-{env}.adyen.com/checkoutshopper/images/logos/knet.svg"
 
+# Seconds; see the check in load_settings.
+TIMEOUT_DEFAULTS = {
+    "ADYEN_CONNECT_TIMEOUT": "5",
+    "ADYEN_READ_TIMEOUT": "15",
+    "ADYEN_PAYMENTS_DEADLINE": "25",
+    "WORKER_TIMEOUT": "30",
+}
+
 _HEX_KEY = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
+# Settings whose presence (never value) the configuration doctor reports.
+_REPORTED_PREFIXES = ("ADYEN_", "WEBHOOK_", "PUBLIC_BASE_URL", "SECRET_KEY", "DATABASE_URL", "MAIL_", "CONSOLE_",
+                      "SIMULATOR_", "KNET_", "SHOPPER_", "PORT")
 
 
 class ConfigError(RuntimeError):
     """A setting is missing or malformed; the message names it and never shows its value."""
+
+
+def _hops(value):
+    if not value.isdigit() or int(value) > 5:
+        raise ConfigError("PROXY_FIX_HOPS must be the number of reverse proxies in front of the shop (0 to 5).")
+    return int(value)
 
 
 def load_settings(environ=None):
@@ -116,7 +135,35 @@ def load_settings(environ=None):
     if logo_source not in ("local", "adyen"):
         raise ConfigError("KNET_LOGO_SOURCE must be 'local' or 'adyen'.")
 
+    # The shop's default language (shop/i18n.py): for shoppers whose browser asks for neither.
+    shopper_locale = {"en-kw": "en-KW", "ar-kw": "ar-KW"}.get(get("SHOPPER_LOCALE", "en-KW").replace("_", "-").lower())
+    if shopper_locale is None:
+        raise ConfigError("SHOPPER_LOCALE must be en-KW or ar-KW.")
+
+    # Calls to Adyen must end before the server gives up on the request (gunicorn kills a worker
+    # after --timeout, 30 s by default; gunicorn.conf.py reads WORKER_TIMEOUT). /payments is retried
+    # within ADYEN_PAYMENTS_DEADLINE in all; a single call takes at most connect + read.
+    timeouts = {name: number(name, default) for name, default in TIMEOUT_DEFAULTS.items()}
+    for name, value in timeouts.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds.")
+    if timeouts["ADYEN_CONNECT_TIMEOUT"] + timeouts["ADYEN_READ_TIMEOUT"] >= timeouts["WORKER_TIMEOUT"]:
+        raise ConfigError("ADYEN_CONNECT_TIMEOUT + ADYEN_READ_TIMEOUT must be less than WORKER_TIMEOUT.")
+    if timeouts["ADYEN_PAYMENTS_DEADLINE"] >= timeouts["WORKER_TIMEOUT"]:
+        raise ConfigError("ADYEN_PAYMENTS_DEADLINE must be less than WORKER_TIMEOUT.")
+
+    # Host names the shop answers to (a forged Host header gets 400): PUBLIC_BASE_URL's, any in
+    # TRUSTED_HOSTS (comma-separated), and on the simulator the loopback names too.
+    trusted_hosts = [urlsplit(public_base_url).hostname]
+    trusted_hosts += [name.strip().lower() for name in get("TRUSTED_HOSTS", "").split(",") if name.strip()]
+    if mode == "simulator":
+        trusted_hosts += ["localhost", "127.0.0.1"]
+
     return {
+        # Names (never values) of the settings given in the environment, for the configuration doctor.
+        "SETTINGS_FROM_ENVIRONMENT": frozenset(
+            name for name in env.keys() if name.startswith(_REPORTED_PREFIXES) and str(env.get(name, "")).strip()
+        ),
         "ADYEN_ENVIRONMENT": mode,
         "ADYEN_API_KEY": get("ADYEN_API_KEY"),
         "ADYEN_MERCHANT_ACCOUNT": get("ADYEN_MERCHANT_ACCOUNT"),
@@ -132,7 +179,7 @@ def load_settings(environ=None):
         "KNET_LOGO_URL": (
             ADYEN_LOGO_URL.format(env="live" if mode == "live" else "test") if logo_source == "adyen" else None
         ),
-        "SHOPPER_LOCALE": get("SHOPPER_LOCALE", "en-KW"),
+        "SHOPPER_LOCALE": shopper_locale,
         # The simulator answers the return by POST instead of GET when set (see issue: POST returns).
         "SIMULATOR_RETURN_METHOD": choice("SIMULATOR_RETURN_METHOD", ("GET", "POST")),
         # The simulator sends the shopper to KNET by POST (action.method POST with action.data) when set.
@@ -158,7 +205,24 @@ def load_settings(environ=None):
         "MAIL_FROM": get("MAIL_FROM", "KNET Demo Shop <shop@example.com>"),
         # STARTTLS after connecting (port 587 servers); leave unset for a local relay.
         "MAIL_USE_TLS": get("MAIL_USE_TLS", "").lower() in ("1", "true", "yes", "on"),
-        # Adyen calls must end well before a gunicorn worker is killed (30 s default).
-        "ADYEN_CONNECT_TIMEOUT": 5.0,
-        "ADYEN_READ_TIMEOUT": 15.0,
+        # Developer console (/console): open in simulator mode; in test and live mode it asks for
+        # this password, and in live mode it is off (404) unless CONSOLE_ENABLED is true.
+        "CONSOLE_PASSWORD": get("CONSOLE_PASSWORD"),
+        "CONSOLE_ENABLED": get("CONSOLE_ENABLED", "").lower() in ("1", "true", "yes", "on"),
+        # Console demo "abandoned": seconds until the simulator closes the unfinished offer.
+        "CONSOLE_ABANDON_SECONDS": number("CONSOLE_ABANDON_SECONDS", "3"),
+        # Adyen calls must end well before a gunicorn worker is killed (see the check above).
+        **timeouts,
+        # Hardening (shop/security.py): the session cookie, request size, trusted Host names.
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # Secure outside the simulator: test and live mode are served over https.
+        "SESSION_COOKIE_SECURE": mode != "simulator" or public_base_url.startswith("https://"),
+        # Forms are a few hundred bytes; the webhook endpoint has its own 64 KiB limit too.
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+        "TRUSTED_HOSTS": list(dict.fromkeys(trusted_hosts)),
+        # Behind a reverse proxy (nginx, a load balancer): how many proxies set X-Forwarded-For,
+        # -Proto, -Host and -Port. 0 (default): none, and those headers are ignored (never trusted
+        # from a client). Wires werkzeug's ProxyFix in create_app.
+        "PROXY_FIX_HOPS": _hops(get("PROXY_FIX_HOPS", "0")),
     }

@@ -4,18 +4,76 @@ SQLite under `instance/` by default, anything SQLAlchemy speaks (PostgreSQL with
 `postgresql+psycopg://…`) through DATABASE_URL. Queries stay portable.
 """
 
+import logging
+import os
+import time
+
 import click
+from flask_migrate import Migrate, upgrade
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
+from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import Pool
 from sqlalchemy.orm import DeclarativeBase
+
+# The schema is created and changed by Alembic migrations in migrations/ (Flask-Migrate), never by
+# create_all: `flask --app wsgi db upgrade` (run by `make run`, and a deploy step in production).
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+# Every constraint and index gets a predictable name, so that migrations can alter or drop it on
+# PostgreSQL and SQLite (whose ALTERs Alembic runs in batch mode) alike.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+# Alembic announces each of its plugins at INFO when it loads them: noise in every worker's log.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+# A pooled connection unused for this long is checked (SELECT 1) before it is handed out again.
+IDLE_PING_SECONDS = 10.0
+
+
+@event.listens_for(Pool, "checkin")
+def _note_checkin(_dbapi_connection, record):
+    if record is not None:
+        record.info["checked_in_at"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, record, _proxy):
+    """Pre-ping, but only a connection that sat idle: SQLAlchemy's pool_pre_ping pings on every
+    checkout, and the session checks one out after every commit, which made the ping a quarter of
+    a webhook's time on PostgreSQL (see bench/README.md). A connection that the server or a
+    firewall dropped while idle is still replaced before use; one that breaks while in use fails
+    that request, and the pool then replaces all of its connections."""
+    idle_since = record.info.get("checked_in_at") if record is not None else None
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        return  # a file: nothing to lose
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+        # psycopg opens a transaction for the SELECT; end it so the connection is handed out clean.
+        dbapi_connection.rollback()
+    except Exception as error:  # noqa: BLE001 - any failure: throw this connection away, take another
+        raise DisconnectionError("an idle pooled connection did not answer a ping") from error
 
 
 @event.listens_for(Engine, "connect")
@@ -31,18 +89,17 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 def init_app(app):
     db.init_app(app)
+    # render_as_batch: SQLite cannot ALTER most things; Alembic copies the table instead.
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
     app.cli.add_command(init_db_command)
-    with app.app_context():
-        # Import every model module so that create_all sees all tables.
-        from shop import models  # noqa: F401
-
-        if app.config["ADYEN_ENVIRONMENT"] == "simulator":
-            from shop.simulator import models as sim_models  # noqa: F401
-        db.create_all()
+    # Import every model module, so that the metadata (and so the migrations) has every table.
+    # The simulator's sim_* tables are part of the schema in every mode; only simulator mode uses them.
+    from shop import models  # noqa: F401
+    from shop.simulator import models as sim_models  # noqa: F401
 
 
 @click.command("init-db")
 def init_db_command():
-    """Create any missing tables."""
-    db.create_all()
+    """Create or update the tables: the same as `flask db upgrade` (Alembic, to the newest revision)."""
+    upgrade(directory=MIGRATIONS_DIR)
     click.echo("Database ready.")

@@ -22,9 +22,11 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
 from flask import current_app, render_template
+from flask_babel import force_locale, gettext
 from sqlalchemy import and_, or_, select, update
 
 from shop.db import db
+from shop.i18n import language_of_locale
 from shop.models import Email, utcnow
 from shop.money import format_amount
 
@@ -36,11 +38,19 @@ OUTBOX, SENDING, SENT, FAILED, KEPT = "outbox", "sending", "sent", "failed", "ke
 # AUTHORISATION true: "inform the shopper that the payment has been successful and proceed with the order";
 # AUTHORISATION false: "cancel the order and inform the shopper that the payment failed";
 # OFFER_CLOSED: "cancel the order and inform the shopper that the payment timed out".
+# Each email is written in the order's language (its shopper_locale, en-KW or ar-KW).
+
+
+def N_(message):
+    """Marks a message for translation (pybabel extracts it); it is translated where it is used."""
+    return message
+
+
 SUBJECTS = {
-    "paid": "Your payment was successful: order {reference}",
-    "late_paid": "Your payment was successful: order {reference}",
-    "failed": "Order {reference} cancelled: the payment failed",
-    "expired": "Order {reference} cancelled: the payment timed out",
+    "paid": N_("Your payment was successful: order %(reference)s"),
+    "late_paid": N_("Your payment was successful: order %(reference)s"),
+    "failed": N_("Order %(reference)s cancelled: the payment failed"),
+    "expired": N_("Order %(reference)s cancelled: the payment timed out"),
 }
 
 
@@ -52,20 +62,22 @@ def queue_order_email(order, kind):
 
 
 def compose_order_email(order, kind):
-    """An unsaved Email for `kind` ("paid", "late_paid", "failed", "expired") about `order`."""
+    """An unsaved Email for `kind` ("paid", "late_paid", "failed", "expired") about `order`, in its language."""
+    language = language_of_locale(order.shopper_locale)
     context = {
         "order": order,
         "name": order.shopper_first_name,
         "reference": order.reference,
-        "amount": format_amount(order.amount_value, order.currency),
+        "amount": format_amount(order.amount_value, order.currency, language),
         "link": f"{current_app.config['PUBLIC_BASE_URL']}/orders/{order.token}",
     }
-    return Email(
-        order_id=order.id,
-        to=order.shopper_email,
-        subject=SUBJECTS[kind].format(reference=order.reference),
-        body=render_template(f"emails/{kind}.txt", **context),
-    )
+    with force_locale(language):
+        return Email(
+            order_id=order.id,
+            to=order.shopper_email,
+            subject=gettext(SUBJECTS[kind], reference=order.reference),
+            body=render_template(f"emails/{kind}.txt", **context),
+        )
 
 
 def send_due(limit=50):

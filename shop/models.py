@@ -117,6 +117,9 @@ class ApiCall(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    # The checkout form's key, for calls made before the order exists (/paymentMethods on the
+    # checkout page), so the order's timeline can show them.
+    checkout_key: Mapped[str | None] = mapped_column(String(64), index=True)
     endpoint: Mapped[str] = mapped_column(String(64))  # "/payments"
     url: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
@@ -191,3 +194,20 @@ class Email(db.Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookRejection(db.Model):
+    """A webhook request that was refused (bad basic auth or signature, malformed, not ours).
+
+    For the developer console only. Never the body, a header or a credential: just when, why, from
+    where and how big. Capped to the newest rows (shop/webhooks/rejections.py).
+    """
+
+    __tablename__ = "webhook_rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str] = mapped_column(String(64))  # "bad signature", "bad basic auth", …
+    status_code: Mapped[int] = mapped_column(Integer)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    body_size: Mapped[int | None] = mapped_column(Integer)

@@ -1,15 +1,25 @@
 """Money in integer minor units. KWD has three decimals: 12.500 KWD is 12500 fils."""
 
 CURRENCY_DECIMALS = {"KWD": 3, "BHD": 3, "OMR": 3, "JOD": 3, "EUR": 2, "USD": 2}
+# How Arabic pages name a currency after the amount (the digits stay ASCII): 12.500 د.ك
+ARABIC_CURRENCY_NAMES = {"KWD": "د.ك"}
 
 
-def format_amount(value, currency="KWD"):
-    """12500, 'KWD' -> '12.500 KWD'. Integer arithmetic only, never a float."""
+def format_amount(value, currency="KWD", language="en"):
+    """12500, 'KWD' -> '12.500 KWD' ('12.500 د.ك' in Arabic). Integer arithmetic only, never a float."""
     decimals = CURRENCY_DECIMALS.get(currency, 2)
     sign = "-" if value < 0 else ""
     whole, fraction = divmod(abs(int(value)), 10**decimals)
-    return f"{sign}{whole:,}.{fraction:0{decimals}d} {currency}"
+    name = ARABIC_CURRENCY_NAMES.get(currency, currency) if language == "ar" else currency
+    return f"{sign}{whole:,}.{fraction:0{decimals}d} {name}"
+
+
+def _money_filter(value, currency="KWD"):
+    """The `money` template filter: the amount in the page's language."""
+    from shop.i18n import current_language
+
+    return format_amount(value, currency, current_language())
 
 
 def init_app(app):
-    app.jinja_env.filters["money"] = format_amount
+    app.jinja_env.filters["money"] = _money_filter

@@ -2,7 +2,7 @@
 
 import copy
 
-from flask import current_app
+from flask import current_app, has_app_context
 
 from shop.adyen import AdyenClient
 from shop.db import db
@@ -19,7 +19,23 @@ def init_app(app):
         connect_timeout=app.config["ADYEN_CONNECT_TIMEOUT"],
         read_timeout=app.config["ADYEN_READ_TIMEOUT"],
         recorder=lambda record: _record_call(app, record),
+        before_send=end_clean_transaction,
     )
+
+
+def end_clean_transaction():
+    """End the session's transaction if it has nothing unsaved, before a slow call (Adyen over HTTP).
+
+    Its pooled connection then serves other requests while this one waits: with several threads per
+    worker, a slow Adyen would otherwise hold every connection of the pool, and in simulator mode
+    the simulator (served by the same process) would wait for a connection that its caller holds.
+    Loaded objects reload on their next use. A session with unsaved changes is left as it is.
+    """
+    if not has_app_context():
+        return
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()
 
 
 def adyen():
@@ -34,6 +50,7 @@ def _record_call(app, record):
             connection.execute(
                 ApiCall.__table__.insert().values(
                     order_id=record["context"].get("order_id"),
+                    checkout_key=record["context"].get("checkout_key"),
                     endpoint=record["endpoint"],
                     url=record["url"],
                     idempotency_key=record["idempotency_key"],

@@ -67,8 +67,17 @@ def init_app(app):
     from shop import mail
 
     worker.register("send emails", mail.send_due)
-    if app.config.get("BACKGROUND_WORKER", True):
+    if app.config.get("BACKGROUND_WORKER", True) and not _in_cli_command():
         worker.start()
+
+
+def _in_cli_command():
+    """True inside a `flask` command other than `flask run` (e.g. `flask db upgrade`): such a
+    command serves no requests, and the loop must not query tables that are being migrated."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    return context is not None and context.info_name != "run"
 
 
 def wake(app):

@@ -1,12 +1,16 @@
-"""Fixtures: each test gets its own app and SQLite file; `live_server` serves the app over real
-HTTP on loopback, so the shop and its simulator talk to each other as they do in production."""
+"""Fixtures: each test gets its own app and database; `live_server` serves the app over real
+HTTP on loopback, so the shop and its simulator talk to each other as they do in production.
+
+The database is a copy of one built from the Alembic migrations: a SQLite file in tmp_path, or,
+when TEST_DATABASE_URL names a PostgreSQL server, a database of its own there (tests/databases.py)."""
 
 import threading
 
 import pytest
 from werkzeug.serving import make_server
 
-from shop import create_app
+from shop import create_app, i18n
+from tests.databases import backend, databases
 
 # Settings every test app starts from: simulator mode, no .env, no background loop unless asked.
 BASE_ENV = {"ADYEN_ENVIRONMENT": "simulator"}
@@ -16,11 +20,37 @@ def build_app(tmp_path, public_base_url="http://127.0.0.1:5000", **overrides):
     config = {
         "ENV": dict(BASE_ENV, PUBLIC_BASE_URL=public_base_url, **overrides.pop("ENV", {})),
         "TESTING": True,
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "shop.sqlite3"),
         "BACKGROUND_WORKER": False,
     }
+    if "SQLALCHEMY_DATABASE_URI" not in overrides:
+        config["SQLALCHEMY_DATABASE_URI"] = databases.url_for(tmp_path)
     config.update(overrides)
     return create_app(config)
+
+
+def pytest_configure(config):
+    """Compile the translations (.mo) when missing or older than their .po: `make test` does it
+    too, but pytest run on its own must not test English pages where Arabic ones were meant."""
+    i18n.compile_catalogs()
+
+
+def pytest_report_header(config):
+    return f"database: {backend()} (built from migrations/; TEST_DATABASE_URL selects PostgreSQL)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_databases():
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases(request):
+    """PostgreSQL: drop the databases of this test's apps when it ends (after its servers stop)."""
+    directory = request.getfixturevalue("tmp_path") if backend() != "sqlite" else None
+    yield
+    if directory is not None:
+        databases.drop_owned_by(directory)
 
 
 @pytest.fixture

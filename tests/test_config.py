@@ -83,7 +83,8 @@ def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
         {"ENV": FULL_TEST_ENV, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "BACKGROUND_WORKER": False}
     )
     assert not any(rule.rule.startswith("/_sim") for rule in app.url_map.iter_rules())
-    assert app.test_client().post("/_sim/checkout/v71/payments", json={}).status_code == 404
+    client = app.test_client()
+    assert client.post("/_sim/checkout/v71/payments", json={}, base_url="https://shop.example.com").status_code == 404
 
 
 @pytest.mark.parametrize(

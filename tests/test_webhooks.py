@@ -588,7 +588,9 @@ def test_workers_claim_each_notification_once(app, monkeypatch):
         store_one(app, item(app, reference))
     calls = []
     real_apply = state.apply_event
-    monkeypatch.setattr(state, "apply_event", lambda ref, ev: calls.append(ref) or real_apply(ref, ev))
+    monkeypatch.setattr(
+        state, "apply_event", lambda ref, ev, **kw: calls.append(ref) or real_apply(ref, ev, **kw)
+    )
     barrier = threading.Barrier(6)
 
     def work():

@@ -42,13 +42,18 @@ class AdyenApiError(AdyenError):
 
 
 class AdyenClient:
-    """One object per app; `recorder(record)` receives every call for the developer views."""
+    """One object per app; `recorder(record)` receives every call for the developer views, and
+    `before_send()` runs just before each request goes out (the shop ends its database
+    transaction there, so that no pooled connection waits on Adyen)."""
 
-    def __init__(self, base_url, api_key, connect_timeout=5.0, read_timeout=15.0, recorder=None, session=None):
+    def __init__(
+        self, base_url, api_key, connect_timeout=5.0, read_timeout=15.0, recorder=None, session=None, before_send=None
+    ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeout = (connect_timeout, read_timeout)
         self.recorder = recorder
+        self.before_send = before_send
         self.http = session or requests.Session()
 
     def __repr__(self):  # keeps the key out of tracebacks and debuggers
@@ -61,13 +66,13 @@ class AdyenClient:
         """
         return self._post("/paymentMethods", body, context=context)
 
-    def payments(self, body, idempotency_key, context=None):
+    def payments(self, body, idempotency_key, context=None, timeout=None):
         """POST /payments: start the payment. The Idempotency-Key makes a retry safe.
 
         https://docs.adyen.com/api-explorer/Checkout/71/post/payments
         https://docs.adyen.com/development-resources/api-idempotency
         """
-        return self._post("/payments", body, idempotency_key=idempotency_key, context=context)
+        return self._post("/payments", body, idempotency_key=idempotency_key, context=context, timeout=timeout)
 
     def payments_details(self, body, idempotency_key=None, context=None):
         """POST /payments/details: the result after the shopper comes back.
@@ -76,7 +81,8 @@ class AdyenClient:
         """
         return self._post("/payments/details", body, idempotency_key=idempotency_key, context=context)
 
-    def _post(self, endpoint, body, idempotency_key=None, context=None):
+    def _post(self, endpoint, body, idempotency_key=None, context=None, timeout=None):
+        """POST and return Adyen's JSON. `timeout` (connect, read) overrides the client's for this call."""
         url = self.base_url + endpoint
         headers = {"X-API-Key": self._api_key, "Content-Type": "application/json"}
         if idempotency_key:
@@ -91,9 +97,11 @@ class AdyenClient:
             "error": None,
             "context": context or {},
         }
+        if self.before_send is not None:
+            self.before_send()
         started = time.monotonic()
         try:
-            response = self.http.post(url, json=body, headers=headers, timeout=self.timeout)
+            response = self.http.post(url, json=body, headers=headers, timeout=timeout or self.timeout)
         except requests.Timeout:
             record["error"] = "timeout"
             raise self._finish(record, started, AdyenUnavailable(f"{endpoint}: no answer within the timeout"))

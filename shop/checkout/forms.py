@@ -1,6 +1,7 @@
 """The checkout form: the shopper's name, email and Kuwaiti phone number.
 
 Each check has a message that tells the shopper what to type, not what went wrong inside.
+Labels and messages are lazy strings: translated when shown, into the page's language.
 After validation `form.phone.data` holds the number in E.164 (+965XXXXXXXX), the form Adyen's
 `telephoneNumber` and the order record expect.
 """
@@ -8,13 +9,14 @@ After validation `form.phone.data` holds the number in E.164 (+965XXXXXXXX), the
 import re
 import unicodedata
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, StringField, TelField
 from wtforms.validators import Email, InputRequired, Length, StopValidation, ValidationError
 
 NAME_MAX = 80
 EMAIL_MAX = 256
-PHONE_MESSAGE = "Enter a Kuwaiti phone number: 8 digits, e.g. 5000 0000."
+PHONE_MESSAGE = _l("Enter a Kuwaiti phone number: 8 digits, e.g. 5000 0000.")
 
 # Kuwaiti numbers are 8 digits; the first digit says the kind: 2 landline, 4/5/6/9 mobile and others.
 _LOCAL_NUMBER = re.compile(r"^[24569]\d{7}$")
@@ -53,9 +55,7 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
-def _name_characters(label):
-    message = f"Your {label} can only contain letters, spaces, hyphens and apostrophes."
-
+def _name_characters(message):
     def check(form, field):
         # Unicode letters (L*) and combining marks (M*: Arabic short vowels), so Arabic names pass.
         has_letter = False
@@ -81,15 +81,16 @@ def _required_after_trim(message):
     return check
 
 
-def _name_field(label, autocomplete):
+def _name_field(label, autocomplete, required, too_long, characters):
+    # Whole sentences per field, not a label pasted into one: other languages word each differently.
     return StringField(
-        label.capitalize(),
+        label,
         filters=[_tidy],
         validators=[
-            InputRequired(f"Enter your {label}."),
-            _required_after_trim(f"Enter your {label}."),
-            Length(max=NAME_MAX, message=f"Your {label} can be at most {NAME_MAX} characters."),
-            _name_characters(label),
+            InputRequired(required),
+            _required_after_trim(required),
+            Length(max=NAME_MAX, message=too_long),
+            _name_characters(characters),
         ],
         render_kw={"maxlength": NAME_MAX, "autocomplete": autocomplete},
     )
@@ -103,25 +104,37 @@ def kuwait_phone(form, field):
 
 
 class CheckoutForm(FlaskForm):
-    first_name = _name_field("first name", "given-name")
-    last_name = _name_field("last name", "family-name")
+    first_name = _name_field(
+        _l("First name"),
+        "given-name",
+        required=_l("Enter your first name."),
+        too_long=_l("Your first name can be at most %(max)d characters.", max=NAME_MAX),
+        characters=_l("Your first name can only contain letters, spaces, hyphens and apostrophes."),
+    )
+    last_name = _name_field(
+        _l("Last name"),
+        "family-name",
+        required=_l("Enter your last name."),
+        too_long=_l("Your last name can be at most %(max)d characters.", max=NAME_MAX),
+        characters=_l("Your last name can only contain letters, spaces, hyphens and apostrophes."),
+    )
     email = EmailField(
-        "Email",
+        _l("Email"),
         filters=[_strip],
         validators=[
-            InputRequired("Enter your email address."),
-            _required_after_trim("Enter your email address."),
-            Length(max=EMAIL_MAX, message=f"Your email address can be at most {EMAIL_MAX} characters."),
-            Email("Enter a valid email address, e.g. name@example.com.", check_deliverability=False),
+            InputRequired(_l("Enter your email address.")),
+            _required_after_trim(_l("Enter your email address.")),
+            Length(max=EMAIL_MAX, message=_l("Your email address can be at most %(max)d characters.", max=EMAIL_MAX)),
+            Email(_l("Enter a valid email address, e.g. name@example.com."), check_deliverability=False),
         ],
         render_kw={"maxlength": EMAIL_MAX, "autocomplete": "email"},
     )
     phone = TelField(
-        "Phone",
+        _l("Phone"),
         filters=[_strip],
         validators=[
-            InputRequired("Enter your phone number."),
-            _required_after_trim("Enter your phone number."),
+            InputRequired(_l("Enter your phone number.")),
+            _required_after_trim(_l("Enter your phone number.")),
             kuwait_phone,
         ],
         render_kw={"autocomplete": "tel", "inputmode": "tel"},

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from shop import security
 from shop.adyen import AdyenApiError, AdyenUnavailable
 from shop.db import db
 from shop.models import AttemptStatus, Order, OrderStatus, PaymentAttempt
@@ -24,15 +25,33 @@ log = logging.getLogger(__name__)
 
 # /payments is retried this many times more, with the same Idempotency-Key, when Adyen does not
 # answer or answers 5xx: Adyen then returns the first attempt's response, never a second payment.
+# All tries together stay within ADYEN_PAYMENTS_DEADLINE (25 s by default), so the request ends
+# before the server's worker timeout (30 s): the first try may use the whole connect + read timeout
+# (5 + 15 s), a retry only what is left. (Tests may set app.config PAYMENTS_RETRIES and
+# PAYMENTS_RETRY_BACKOFF.)
 PAYMENTS_RETRIES = 2
 RETRY_BACKOFF_SECONDS = (0.5, 1.5)
+# A retry needs at least this long to be worth making; with less left the outcome stays unknown.
+MIN_TRY_SECONDS = 1.0
 
 # resultCodes after which the shopper is not sent to KNET again for this order.
 FINAL_RESULTS = ("Authorised", "Refused", "Cancelled", "Error")
 
 
 class PaymentNotStarted(Exception):
-    """Adyen refused the /payments request (4xx): final for this attempt; the shopper may try again."""
+    """Adyen refused the /payments request (4xx): final for this attempt; the shopper may try again.
+
+    `status` is Adyen's HTTP status: 422 means the request (the shopper's details, the cart) was not
+    accepted; 401/403 mean the shop's own credentials or account are wrong, which the shopper can't fix.
+    """
+
+    def __init__(self, message="", status=None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def shop_side(self):
+        return self.status in (401, 403)
 
 
 class PaymentOutcomeUnknown(Exception):
@@ -43,8 +62,15 @@ class ResultNotForThisOrder(Exception):
     """/payments/details described another order's payment (a replayed redirectResult)."""
 
 
-def available_methods(amount_value, locale):
-    """The payment methods Adyen offers for this cart; raises AdyenError if it can't say."""
+class UnsafeRedirect(Exception):
+    """The stored action.url is not an Adyen or KNET address (or not this simulator): not followed."""
+
+
+def available_methods(amount_value, locale, checkout_key=None):
+    """The payment methods Adyen offers for this cart; raises AdyenError if it can't say.
+
+    `checkout_key` ties the recorded call to the order this checkout form will make (its timeline).
+    """
     config = current_app.config
     response = adyen().payment_methods(
         {
@@ -53,7 +79,8 @@ def available_methods(amount_value, locale):
             "amount": {"currency": "KWD", "value": amount_value},  # KNET only takes KWD
             "channel": "Web",  # a browser checkout, not an app
             "shopperLocale": locale,  # names of the methods in the shopper's language
-        }
+        },
+        context={"checkout_key": checkout_key},
     )
     return response.get("paymentMethods") or []
 
@@ -88,7 +115,7 @@ def order_for_checkout(checkout_key, cart, shopper, locale):
         db.session.add(order)
         try:
             db.session.commit()
-            state.add_event(order.id, "order", f"Order {order.reference} created from the cart ({len(order.lines)} lines)")
+            state.add_event(order.id, "order", f"Order {order.reference} created from the cart ({_count(len(order.lines), 'line')})")
             db.session.commit()
             return order, True
         except IntegrityError:  # the other click won the race: use its order
@@ -102,6 +129,10 @@ def order_for_checkout(checkout_key, cart, shopper, locale):
             setattr(order, name, value)
         db.session.commit()
     return order, False
+
+
+def _count(number, noun):
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def payment_request(order):
@@ -136,20 +167,9 @@ def pay(order):
         db.session.commit()
 
     body = payment_request(order)
-    for retry in range(PAYMENTS_RETRIES + 1):
-        try:
-            response = adyen().payments(body, attempt.idempotency_key, context={"order_id": order.id})
-            break
-        except AdyenApiError as error:
-            if error.is_final:
-                return _rejected(order, attempt, error)
-            last_error = error
-        except AdyenUnavailable as error:
-            last_error = error
-        if retry < PAYMENTS_RETRIES:
-            time.sleep(RETRY_BACKOFF_SECONDS[retry])
-    else:
-        log.warning("order %s: /payments outcome unknown after %d tries", order.reference, PAYMENTS_RETRIES + 1)
+    response, last_error = _call_payments(order, attempt, body)
+    if response is None:
+        log.warning("order %s: /payments outcome unknown (%s)", order.reference, last_error)
         state.add_event(order.id, "payment", f"/payments got no usable answer ({last_error}); the outcome is unknown")
         db.session.commit()
         raise PaymentOutcomeUnknown(str(last_error))
@@ -173,6 +193,48 @@ def pay(order):
     return attempt
 
 
+def _call_payments(order, attempt, body):
+    """(response, None), or (None, the last error) when no try got a usable answer.
+
+    Tries again, with the same Idempotency-Key, after no answer, a 5xx or a 704 ("already processed
+    or in progress": the first try is still running at Adyen). A 4xx other than 704 is final and
+    raises PaymentNotStarted. Every try ends by the deadline.
+    """
+    config = current_app.config
+    retries = config.get("PAYMENTS_RETRIES", PAYMENTS_RETRIES)
+    backoff = config.get("PAYMENTS_RETRY_BACKOFF", RETRY_BACKOFF_SECONDS)
+    deadline = time.monotonic() + config["ADYEN_PAYMENTS_DEADLINE"]
+    last_error = None
+    for tried in range(retries + 1):
+        if tried:
+            pause = backoff[min(tried - 1, len(backoff) - 1)] if backoff else 0
+            if deadline - time.monotonic() - pause < MIN_TRY_SECONDS:
+                log.info("order %s: no time left for another /payments try", order.reference)
+                break
+            time.sleep(pause)
+        try:
+            response = adyen().payments(
+                body, attempt.idempotency_key, context={"order_id": order.id}, timeout=_timeout_until(deadline)
+            )
+            return response, None
+        except AdyenApiError as error:
+            if error.is_final and error.error_code != "704":
+                _rejected(order, attempt, error)
+            last_error = error
+        except AdyenUnavailable as error:
+            last_error = error
+    return None, last_error
+
+
+def _timeout_until(deadline):
+    """(connect, read) timeouts for one call that cannot run past `deadline`."""
+    config = current_app.config
+    left = max(deadline - time.monotonic(), MIN_TRY_SECONDS)
+    connect = min(config["ADYEN_CONNECT_TIMEOUT"], left / 2)
+    read = min(config["ADYEN_READ_TIMEOUT"], left - connect)
+    return (connect, read)
+
+
 def _rejected(order, attempt, error):
     attempt.status = AttemptStatus.REJECTED
     attempt.error_code = error.error_code
@@ -188,13 +250,23 @@ def _rejected(order, attempt, error):
         if o.status == OrderStatus.PENDING
         else None,
     )
-    raise PaymentNotStarted(error.message or "")
+    raise PaymentNotStarted(error.message or "", status=error.status)
 
 
 def redirect_action(order):
-    """The action to send the shopper to: only ever one the server itself received from Adyen."""
+    """The action to send the shopper to: only ever one the server itself received from Adyen,
+    and only to an Adyen or KNET address (raises UnsafeRedirect otherwise)."""
     attempt = order.latest_attempt
     if attempt and attempt.status == AttemptStatus.REDIRECTED and attempt.action_url:
+        if not security.is_payment_page_url(attempt.action_url):
+            log.error(
+                "order %s: refused to send the shopper to %r: not an Adyen or KNET page",
+                order.reference,
+                security.origin_of(attempt.action_url),
+            )
+            state.add_event(order.id, "redirect", "Refused to send the shopper to an address that is not Adyen's or KNET's")
+            db.session.commit()
+            raise UnsafeRedirect(order.reference)
         return attempt
     return None
 
@@ -221,9 +293,15 @@ def complete_return(order, redirect_result, is_payload=False):
         )
     except AdyenApiError as error:
         if error.error_code == "704":  # already processed or in progress: not a failure
+            _back_from_knet(attempt)
             state.add_event(order.id, "return", "/payments/details: 704 already processed; the webhook decides")
             db.session.commit()
             return None
+        if not error.is_final:
+            _details_unknown(order, attempt, error)
+        raise
+    except AdyenUnavailable as error:
+        _details_unknown(order, attempt, error)
         raise
     reference = response.get("merchantReference")
     if reference and reference != order.reference:
@@ -240,3 +318,16 @@ def complete_return(order, redirect_result, is_payload=False):
         db.session.commit()
     state.record_shopper_result(order.id, response)
     return response
+
+
+def _back_from_knet(attempt):
+    """The shopper is back from KNET: never offer to send them there again for this attempt."""
+    if attempt is not None and attempt.status == AttemptStatus.REDIRECTED:
+        attempt.status = AttemptStatus.RETURNED
+
+
+def _details_unknown(order, attempt, error):
+    """/payments/details gave no usable answer: the shopper has paid or not, the webhook will say."""
+    _back_from_knet(attempt)
+    state.add_event(order.id, "return", f"/payments/details got no usable answer ({error}); the webhook decides")
+    db.session.commit()

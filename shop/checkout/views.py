@@ -4,8 +4,10 @@ import logging
 import secrets
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 
-from shop import csrf
+from shop import csrf, i18n, security
 from shop.adyen import AdyenApiError, AdyenError
 from shop.checkout import bp, payments
 from shop.checkout.forms import CheckoutForm
@@ -18,52 +20,59 @@ log = logging.getLogger(__name__)
 
 # What the docs tell the shopper for each resultCode KNET can return
 # (https://docs.adyen.com/payment-methods/knet/api-only#present-the-payment-result).
+# Lazy strings: translated when the page is rendered, into its language (shop/translations).
 RESULT_MESSAGES = {
-    "Authorised": ("ok", "Payment successful", "Your payment was successful. Thank you for your order."),
+    "Authorised": ("ok", _l("Payment successful"), _l("Your payment was successful. Thank you for your order.")),
     "Pending": (
         "wait",
-        "Order received",
-        "We've received your order and are waiting for the payment to be completed.",
+        _l("Order received"),
+        _l("We've received your order and are waiting for the payment to be completed."),
     ),
     "Received": (
         "wait",
-        "Order received",
-        "We've received your order and are waiting for the payment to be completed.",
+        _l("Order received"),
+        _l("We've received your order and are waiting for the payment to be completed."),
     ),
     "Cancelled": (
         "bad",
-        "Payment cancelled",
-        "You cancelled the payment on KNET's page. Do you want to continue with your order? "
-        "You can try again or choose a different payment method.",
+        _l("Payment cancelled"),
+        _l(
+            "You cancelled the payment on KNET's page. Do you want to continue with your order? "
+            "You can try again or choose a different payment method."
+        ),
     ),
     "Error": (
         "bad",
-        "Payment error",
-        "There was an error processing your payment. You can try again or choose a different payment method.",
+        _l("Payment error"),
+        _l("There was an error processing your payment. You can try again or choose a different payment method."),
     ),
     "Refused": (
         "bad",
-        "Payment refused",
-        "The payment was refused by KNET. Please try again using a different payment method.",
+        _l("Payment refused"),
+        _l("The payment was refused by KNET. Please try again using a different payment method."),
     ),
 }
 
 # What the webhook-decided order state tells the shopper (the webhook table of the same page).
 STATUS_MESSAGES = {
-    OrderStatus.PAID: ("ok", "Payment successful", "Your payment was successful. We are preparing your order."),
+    OrderStatus.PAID: ("ok", _l("Payment successful"), _l("Your payment was successful. We are preparing your order.")),
     OrderStatus.FAILED: (
         "bad",
-        "Order cancelled",
-        "The payment failed, so we cancelled the order. You can try again or choose a different payment method.",
+        _l("Order cancelled"),
+        _l("The payment failed, so we cancelled the order. You can try again or choose a different payment method."),
     ),
     OrderStatus.EXPIRED: (
         "bad",
-        "Order cancelled",
-        "The payment timed out, so we cancelled the order. You can try again when you are ready.",
+        _l("Order cancelled"),
+        _l("The payment timed out, so we cancelled the order. You can try again when you are ready."),
     ),
 }
 
-WAITING = ("wait", "Waiting for the payment result", "We're confirming your payment with KNET. This page updates by itself.")
+WAITING = (
+    "wait",
+    _l("Waiting for the payment result"),
+    _l("We're confirming your payment with KNET. This page updates by itself."),
+)
 
 
 def _checkout_key():
@@ -82,35 +91,49 @@ def _order_or_404(token):
     order = db.session.execute(db.select(Order).filter_by(token=token)).scalar_one_or_none()
     if order is None:
         abort(404)
+    # An order's pages speak its language unless the shopper chose one (a link from an email).
+    i18n.prefer_order_language(order.shopper_locale)
     return order
 
 
-def _payment_methods(cart, locale):
+def _payment_methods(cart, locale, checkout_key=None):
     """(knet_entry, problem): the KNET method if Adyen offers it, else a plain sentence why not."""
     try:
-        methods = payments.available_methods(cart.total, locale)
+        methods = payments.available_methods(cart.total, locale, checkout_key)
     except AdyenError:
         log.exception("could not load payment methods")
-        return None, "We can't load the payment methods right now. Please try again in a moment."
+        return None, gettext("We can't load the payment methods right now. Please try again in a moment.")
     knet = payments.find_knet(methods)
     if knet is None:
-        return None, "KNET is not available for this order right now, so it can't be paid here."
+        return None, gettext("KNET is not available for this order right now, so it can't be paid here.")
     return knet, None
+
+
+def _not_started_message(error):
+    """Adyen refused /payments (4xx): nothing was charged. A 401/403 is the shop's own set-up."""
+    if error.shop_side:
+        return gettext("We can't take payments right now, so nothing was charged. Please try again later.")
+    return gettext("The payment could not be started. Please check your details and try again.")
 
 
 @bp.route("/checkout", methods=["GET", "POST"])
 def checkout():
     cart = Cart.from_session()
     if cart.is_empty:
-        flash("Your cart is empty. Add a product before checking out.", "error")
+        flash(gettext("Your cart is empty. Add a product before checking out."), "error")
         return redirect(url_for("storefront.cart"), code=303)
-    locale = current_app.config["SHOPPER_LOCALE"]
+    locale = i18n.shopper_locale()  # en-KW or ar-KW: the page's language, for the KNET page too
     form = CheckoutForm(data=session.get("shopper") if request.method == "GET" else None)
     key = _checkout_key()
 
     if request.method == "POST" and form.validate_on_submit():
         if form.checkout_key.data != session.get("checkout_key"):
-            flash("This checkout page was out of date, so nothing was charged. Please check the details and pay.", "error")
+            flash(
+                gettext(
+                    "This checkout page was out of date, so nothing was charged. Please check the details and pay."
+                ),
+                "error",
+            )
             return redirect(url_for("checkout.checkout"), code=303)
         shopper = {
             "shopper_first_name": form.first_name.data,
@@ -130,15 +153,15 @@ def checkout():
             return redirect(url_for("checkout.go_to_payment", token=order.token), code=303)
         try:
             payments.pay(order)
-        except payments.PaymentNotStarted:
-            flash("The payment could not be started. Please check your details and try again.", "error")
+        except payments.PaymentNotStarted as error:
+            flash(_not_started_message(error), "error")
             return redirect(url_for("checkout.checkout"), code=303)
         except payments.PaymentOutcomeUnknown:
             return redirect(url_for("checkout.result", token=order.token), code=303)
         return redirect(url_for("checkout.go_to_payment", token=order.token), code=303)
 
     form.checkout_key.data = key
-    knet, problem = _payment_methods(cart, locale)
+    knet, problem = _payment_methods(cart, locale, key)
     status = 422 if request.method == "POST" else 200
     return render_template("checkout/checkout.html", form=form, cart=cart, knet=knet, problem=problem), status
 
@@ -147,12 +170,21 @@ def checkout():
 def go_to_payment(token):
     """Send the shopper to KNET: 303 for a GET action, an auto-submitted form for a POST action."""
     order = _order_or_404(token)
-    attempt = payments.redirect_action(order)
+    try:
+        attempt = payments.redirect_action(order)
+    except payments.UnsafeRedirect:  # never follow an address that is not Adyen's or KNET's
+        return render_template(
+            "checkout/message.html",
+            title=gettext("We couldn't open the payment page"),
+            message=gettext("Nothing was charged. Please try again later or contact us with your order reference."),
+            order=order,
+        ), 502
     if attempt is None or order.result_code in payments.FINAL_RESULTS:
         return redirect(url_for("checkout.result", token=token), code=303)
     state.add_event(order.id, "redirect", f"Shopper sent to KNET by {attempt.action_method}", {"url": attempt.action_url})
     db.session.commit()
     if attempt.action_method == "POST":
+        security.allow_form_action(attempt.action_url)  # CSP form-action: this page posts to KNET
         response = current_app.make_response(
             render_template("checkout/redirect_post.html", url=attempt.action_url, data=attempt.action_data)
         )
@@ -181,21 +213,26 @@ def shopper_return(token):
         {"redirectResult": (value[:12] + "…") if value else None, "method": request.method},
     )
     db.session.commit()
+    # The language switch on these pages goes to the order, never back through this return.
+    i18n.set_language_next(url_for("checkout.result", token=token))
     if not value or len(value) > 20000:
         return render_template(
             "checkout/message.html",
-            title="We couldn't read the payment result",
-            message="The link you followed has no payment result. If you paid, we'll confirm it by email; "
-            "you can also check the order page.",
+            title=gettext("We couldn't read the payment result"),
+            message=gettext(
+                "The link you followed has no payment result. If you paid, we'll confirm it by email; "
+                "you can also check the order page."
+            ),
             order=order,
         ), 400
     try:
         payments.complete_return(order, value, is_payload=not redirect_result)
     except payments.ResultNotForThisOrder:
+        i18n.set_language_next(url_for("storefront.catalog"))
         return render_template(
             "checkout/message.html",
-            title="This payment result is not for this order",
-            message="Nothing was changed. Please open the order from your confirmation email.",
+            title=gettext("This payment result is not for this order"),
+            message=gettext("Nothing was changed. Please open the order from your confirmation email."),
             order=None,
         ), 400
     except AdyenApiError as error:
@@ -243,10 +280,13 @@ def retry_payment(token):
     if order.status == OrderStatus.PENDING and attempt is not None and attempt.status == "calling":
         try:
             payments.pay(order)
-        except payments.PaymentNotStarted:
-            flash("The payment could not be started. Please check your details and try again.", "error")
+        except payments.PaymentNotStarted as error:
+            flash(_not_started_message(error), "error")
             return redirect(url_for("checkout.checkout"), code=303)
         except payments.PaymentOutcomeUnknown:
-            flash("We still can't reach the payment provider. Your order is saved; please try again shortly.", "error")
+            flash(
+                gettext("We still can't reach the payment provider. Your order is saved; please try again shortly."),
+                "error",
+            )
             return redirect(url_for("checkout.result", token=token), code=303)
     return redirect(url_for("checkout.go_to_payment", token=token), code=303)

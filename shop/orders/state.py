@@ -255,11 +255,13 @@ class Applied(NamedTuple):
     decision: Decision | None
 
 
-def apply_event(order_reference, event):
+def apply_event(order_reference, event, after=None):
     """Apply a verified webhook to the order whose reference is `order_reference`, atomically.
 
     The status change, its timeline entry and the shopper's email are one transaction, so a
-    duplicate, a retry or a concurrent delivery can never send a second email.
+    duplicate, a retry or a concurrent delivery can never send a second email. `after(order,
+    decision)`, if given, runs in that transaction too, only when the order changes (the webhook
+    processor marks its notification processed there: one commit for both).
     """
     order_id = db.session.execute(select(Order.id).where(Order.reference == order_reference)).scalar()
     db.session.rollback()
@@ -281,8 +283,13 @@ def apply_event(order_reference, event):
             changes["_events"] = [("transition", summary, {"note": decision.note})]
         else:
             changes["_events"] = [("review", f"{event.describe()}: {decision.note}", None)]
-        if decision.email:
-            changes["_after"] = lambda order: mail.queue_order_email(order, decision.email)
+        def in_the_same_transaction(order):
+            if decision.email:
+                mail.queue_order_email(order, decision.email)
+            if after is not None:
+                after(order, decision)
+
+        changes["_after"] = in_the_same_transaction
         return changes
 
     order, changes = compare_and_set(order_id, decide)

@@ -4,6 +4,7 @@ Registered at /_sim only when ADYEN_ENVIRONMENT=simulator:
   api.py            POST /_sim/checkout/v71/{paymentMethods, payments, payments/details} (v70, v72 too)
   knet_page.py      GET/POST /_sim/knet/kpg/PaymentHTTP.htm, the KNET hosted payment page
   sender.py         deliver_due(): the webhooks, signed and retried (called by shop/worker.py)
+  faults.py         injected faults (timeouts, errors, webhook delays…); fault_views.py: /_sim/faults
   payments.py       the simulator's payment store; outcomes.py the test cards and their results
   notifications.py  the webhook items; references.py pspReferences and redirect results
 State lives in the sim_* tables (models.py), never in process memory.
@@ -15,9 +16,10 @@ bp = Blueprint("simulator", __name__, url_prefix="/_sim")
 
 
 def init_app(app, csrf):
-    from shop.simulator import api, knet_page, models, outcomes  # noqa: F401  (routes register on import)
+    from shop.simulator import api, fault_views, knet_page, models, outcomes  # noqa: F401  (routes register on import)
 
     # Adyen's clients and the KNET page's form carry no CSRF token, as on the real services.
+    # (The fault page, /_sim/faults, is the shop's own and checks its token itself.)
     csrf.exempt(bp)
     app.register_blueprint(bp)
     # For templates/simulator/_test_cards.html, which the checkout page includes in simulator mode.

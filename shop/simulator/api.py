@@ -12,14 +12,17 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
+import time
 
 from flask import current_app, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
+from shop import security
 from shop.db import db
-from shop.simulator import bp, payments
+from shop.simulator import bp, faults, payments
 from shop.simulator.models import SimIdempotentResponse
 from shop.simulator.references import new_psp_reference, page_signature
 
@@ -72,8 +75,8 @@ def invalid_merchant_account():
 @bp.errorhandler(Exception)
 def _internal_error(error):
     """An unexpected failure answers like Adyen's 500 on the API, and plainly on the KNET page."""
-    if isinstance(error, HTTPException):
-        return error
+    if isinstance(error, HTTPException):  # 400, 404, 413…: the shop's own short page (plain text on the API)
+        return security.error_page(error)
     db.session.rollback()
     log.exception("simulator failed on %s", request.path)
     if "/checkout/" in request.path:
@@ -107,6 +110,48 @@ def payments_details(version):
 
 
 def _serve(endpoint, handler):
+    """Answer one API call, with the fault injected for this endpoint, if any (see faults.py)."""
+    fault = faults.take_api_fault(endpoint)
+    if fault is not None:
+        log.info("simulator %s: injected fault %s", endpoint, fault.kind)
+        if fault.kind == "refuse":
+            return _drop_connection()
+        if fault.kind in _FAULT_ERRORS:
+            return _error_response(_FAULT_ERRORS[fault.kind](fault), request.headers.get("Idempotency-Key"))
+        if fault.kind == "slow":
+            time.sleep(float(fault.param("delay_ms")) / 1000)
+    response = _answer(endpoint, handler)
+    if fault is not None and fault.kind == "timeout":
+        # The work is done and its answer stored for the Idempotency-Key; only this answer is late.
+        db.session.rollback()  # hold no transaction while sleeping
+        time.sleep(faults.timeout_seconds(fault))
+    return response
+
+
+_FAULT_ERRORS = {
+    "http_500": lambda fault: ServiceError(500, "903", "Internal error", "internal"),
+    "http_422": lambda fault: ServiceError(422, fault.param("error_code"), fault.param("message")),
+    "http_401": lambda fault: unauthorized(),
+}
+
+
+def _drop_connection():
+    """Close the connection without an answer, as a refused or reset connection looks to a client.
+
+    Needs the server's socket (werkzeug's development server and gunicorn both pass it in the
+    environ); without it the call is answered 502 with no Adyen body, which the shop also takes as
+    "no usable answer".
+    """
+    sock = request.environ.get("werkzeug.socket") or request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    return current_app.response_class(b"", status=502)
+
+
+def _answer(endpoint, handler):
     idempotency_key = request.headers.get("Idempotency-Key")
     if not _has_valid_api_key():
         log.info("simulator %s: 401, missing or wrong API key", endpoint)
@@ -123,6 +168,11 @@ def _serve(endpoint, handler):
         except ServiceError as error:
             return _error_response(error, idempotency_key)
         if stored is not None:
+            if endpoint == "/payments/details" and faults.take_repeat_704(endpoint):
+                log.info("simulator %s: injected fault: 704 for a repeated request", endpoint)
+                return _error_response(
+                    ServiceError(422, "704", "request already processed or in progress"), idempotency_key
+                )
             log.info("simulator %s: replaying the stored answer for a repeated Idempotency-Key", endpoint)
             return _json_response(stored.status_code, stored.response_json, stored.psp_reference, idempotency_key)
 

@@ -105,6 +105,9 @@ class DeliveryStatus:
     DELIVERING = "delivering"  # claimed by one worker until lease_until
     DELIVERED = "delivered"  # the endpoint answered 2xx
     FAILED = "failed"  # retried for Adyen's whole retry period without a 2xx
+    # Held back by an injected "webhook_out_of_order" fault, until the rest of its group is queued
+    # (shop/simulator/faults.py); never claimed by the sender while held.
+    HELD = "held"
 
 
 class SimWebhookDelivery(db.Model):
@@ -141,3 +144,24 @@ class SimWebhookDelivery(db.Model):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SimFault(db.Model):
+    """A fault injected into the simulated Adyen (shop/simulator/faults.py): what goes wrong, where,
+    and how many more times. In the database, so every worker process sees the same faults."""
+
+    __tablename__ = "sim_faults"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # "/payments", "/payments/details", "/paymentMethods" or "webhooks"
+    endpoint: Mapped[str] = mapped_column(String(40), index=True)
+    # "timeout", "http_500", "http_422", "http_401", "refuse", "slow", "http_704_on_repeat",
+    # "webhook_delay", "webhook_duplicate", "webhook_out_of_order", "webhook_burst"
+    kind: Mapped[str] = mapped_column(String(32))
+    # How many more calls (or webhooks) it affects; None: every one until it is cleared.
+    remaining: Mapped[int | None] = mapped_column(Integer)
+    # How many times it has acted so far.
+    fired: Mapped[int] = mapped_column(Integer, default=0)
+    # Kind-specific settings: {"seconds": 3}, {"delay_ms": 800}, …
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

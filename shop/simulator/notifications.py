@@ -12,6 +12,7 @@ from flask import current_app
 
 from shop.adyen.signature import sign
 from shop.db import db
+from shop.simulator import faults
 from shop.simulator.models import SimWebhookDelivery, utcnow
 
 # eventDate carries an offset (yyyy-MM-DDThh:mm:ssTZD); Kuwait time, which has no daylight saving.
@@ -71,4 +72,5 @@ def queue(payment, event_code, success, reason, delay_seconds, happened_at=None)
         queued_at=now,
     )
     db.session.add(delivery)
+    faults.on_webhook_queued(delivery)  # injected webhook faults: delay, duplicate, out of order
     return delivery

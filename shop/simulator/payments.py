@@ -151,6 +151,26 @@ def expire_overdue(limit=50):
     return sum(1 for payment in overdue if expire(payment))
 
 
+def expire_soon(psp_reference, seconds):
+    """Bring an unfinished payment's offer expiry forward to `seconds` from now (developer console's
+    "abandoned" demo), so OFFER_CLOSED comes in seconds instead of SIMULATOR_OFFER_EXPIRY. Commits.
+
+    True if the payment was still waiting for the shopper; an offer is only ever brought forward.
+    """
+    expires_at = utcnow() + timedelta(seconds=max(0.0, float(seconds)))
+    changed = run_update(
+        update(SimPayment)
+        .where(
+            SimPayment.psp_reference == psp_reference,
+            SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
+            SimPayment.expires_at > expires_at,
+        )
+        .values(expires_at=expires_at)
+    ).rowcount == 1
+    db.session.commit()
+    return changed
+
+
 def _text(value, max_length):
     return value[:max_length] if isinstance(value, str) and value else None
 

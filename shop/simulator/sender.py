@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from shop.db import db
-from shop.simulator import notifications, payments
+from shop.simulator import faults, notifications, payments
 from shop.simulator.models import DeliveryStatus, SimWebhookDelivery, as_utc, run_update, utcnow
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def deliver_due():
     deliveries it attempted.
     """
     payments.expire_overdue()
+    if faults.burst_active():
+        return 0  # an injected outage: the backlog waits for faults.release_burst()
     claims = claim_due()
     for claim in claims:
         deliver(claim)

@@ -6,10 +6,12 @@ Every mutation is saved to the session at once.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import session
+from flask_babel import gettext
 
+from shop.i18n import current_language
 from shop.storefront.catalog import all_products, get_product
 
 log = logging.getLogger(__name__)
@@ -19,15 +21,21 @@ MAX_QUANTITY = 10  # per line
 
 
 class CartError(ValueError):
-    """A cart change was refused; the message is written for the shopper."""
+    """A cart change was refused; the message is written for the shopper, in the page's language."""
 
 
 @dataclass(frozen=True)
 class CartLine:
     product_id: str
-    name: str
+    name: str  # English: what the order record keeps
     unit_price: int  # fils
     quantity: int
+    name_ar: str = field(default="", compare=False)  # shown on Arabic pages
+
+    @property
+    def display_name(self):
+        """The name in the page's language."""
+        return self.name_ar if self.name_ar and current_language() == "ar" else self.name
 
     @property
     def line_total(self) -> int:
@@ -68,7 +76,7 @@ class Cart:
     def lines(self) -> list[CartLine]:
         """The lines in catalog order (the session's JSON does not keep insertion order)."""
         return [
-            CartLine(product.id, product.name, product.price, self._items[product.id])
+            CartLine(product.id, product.name, product.price, self._items[product.id], product.name_ar)
             for product in all_products()
             if product.id in self._items
         ]
@@ -108,15 +116,25 @@ class Cart:
         so the shopper is never charged for a quantity other than the one they asked for."""
         product = self._product(product_id)
         if not _is_quantity(quantity) or quantity < 1:
-            raise CartError(f"Choose a quantity from 1 to {MAX_QUANTITY}.")
+            raise CartError(gettext("Choose a quantity from %(min)d to %(max)d.", min=1, max=MAX_QUANTITY))
         current = self._items.get(product.id, 0)
         if current + quantity > MAX_QUANTITY:
             if current:
                 raise CartError(
-                    f"You can have at most {MAX_QUANTITY} of {product.name} in your cart; "
-                    f"you already have {current}."
+                    gettext(
+                        "You can have at most %(max)d of %(name)s in your cart; you already have %(current)d.",
+                        max=MAX_QUANTITY,
+                        name=product.display_name,
+                        current=current,
+                    )
                 )
-            raise CartError(f"You can have at most {MAX_QUANTITY} of {product.name} in your cart.")
+            raise CartError(
+                gettext(
+                    "You can have at most %(max)d of %(name)s in your cart.",
+                    max=MAX_QUANTITY,
+                    name=product.display_name,
+                )
+            )
         self._items[product.id] = current + quantity
         self._save()
 
@@ -124,7 +142,7 @@ class Cart:
         """Set a line's quantity; 0 removes the line."""
         product = self._product(product_id)
         if not _is_quantity(quantity) or not 0 <= quantity <= MAX_QUANTITY:
-            raise CartError(f"Choose a quantity from 0 to {MAX_QUANTITY} (0 removes the item).")
+            raise CartError(gettext("Choose a quantity from 0 to %(max)d (0 removes the item).", max=MAX_QUANTITY))
         if quantity == 0:
             self._items.pop(product.id, None)
         else:
@@ -144,7 +162,7 @@ class Cart:
     def _product(self, product_id):
         product = get_product(product_id)
         if product is None:
-            raise CartError("That product is not in our catalog.")
+            raise CartError(gettext("That product is not in our catalog."))
         return product
 
     def _save(self):

@@ -9,15 +9,27 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
+from shop.i18n import current_language
+
 
 @dataclass(frozen=True)
 class Product:
     id: str  # slug, used in forms and in the session cart
     name: str
-    name_ar: str  # kept for the Arabic storefront (i18n issue); not shown yet
+    name_ar: str  # the name on Arabic pages
     description: str
+    description_ar: str
     price: int  # fils
     swatch: Markup  # small inline SVG drawn for this project, decorative only
+
+    @property
+    def display_name(self):
+        """The name in the page's language."""
+        return self.name_ar if current_language() == "ar" else self.name
+
+    @property
+    def display_description(self):
+        return self.description_ar if current_language() == "ar" else self.description
 
 
 def _swatch(body, background):
@@ -33,8 +45,9 @@ _PRODUCTS = (
     Product(
         id="medjool-dates",
         name="Medjool dates, 1 kg",
-        name_ar="تمر مجدول، ١ كغ",
+        name_ar="تمر مجدول، 1 كغ",
         description="Soft, caramel-sweet dates in a gift box.",
+        description_ar="تمر طري بحلاوة الكراميل، في علبة هدايا.",
         price=12500,
         swatch=_swatch(
             '<ellipse cx="42" cy="42" rx="12" ry="20" fill="#6b3a1e" transform="rotate(-20 42 42)"/>'
@@ -49,6 +62,7 @@ _PRODUCTS = (
         name="Dallah mug",
         name_ar="كوب الدلة",
         description="A stoneware mug with the coffee-pot motif, 300 ml.",
+        description_ar="كوب من الخزف الحجري بنقش الدلة، سعته 300 مل.",
         price=3750,
         swatch=_swatch(
             '<rect x="38" y="24" width="36" height="40" rx="6" fill="#1f6f8b"/>'
@@ -63,6 +77,7 @@ _PRODUCTS = (
         name="Sadu weave cushion",
         name_ar="وسادة السدو",
         description="Hand-woven in the Bedouin Sadu pattern, 45 × 45 cm.",
+        description_ar="منسوجة يدويًا بنقش السدو البدوي، مقاسها 45 × 45 سم.",
         price=24125,
         swatch=_swatch(
             '<rect x="20" y="14" width="80" height="52" rx="6" fill="#9b1c1c"/>'
@@ -75,8 +90,9 @@ _PRODUCTS = (
     Product(
         id="cardamom-pods",
         name="Green cardamom, 100 g",
-        name_ar="هيل أخضر، ١٠٠ غ",
+        name_ar="هيل أخضر، 100 غ",
         description="Whole pods for gahwa, tea and baking.",
+        description_ar="حبات كاملة للقهوة العربية والشاي والمخبوزات.",
         price=899,
         swatch=_swatch(
             '<ellipse cx="44" cy="44" rx="9" ry="15" fill="#6e9b3a" transform="rotate(-30 44 44)"/>'
@@ -90,6 +106,7 @@ _PRODUCTS = (
         name="Oud candle",
         name_ar="شمعة العود",
         description="Smoky oud and amber, about 40 hours of burning.",
+        description_ar="عبير العود المدخّن والعنبر، تدوم نحو 40 ساعة من الاشتعال.",
         price=7275,
         swatch=_swatch(
             '<rect x="44" y="34" width="32" height="34" rx="4" fill="#3b2a4a"/>'
@@ -103,6 +120,7 @@ _PRODUCTS = (
         name="Dhow print, A3",
         name_ar="لوحة البوم، A3",
         description="A two-colour print of a Kuwaiti dhow under sail.",
+        description_ar="طبعة بلونين لسفينة بوم كويتية منشورة الأشرعة.",
         price=15040,
         swatch=_swatch(
             '<path d="M22 56 h76 l-10 10 h-56 z" fill="#7a4b26"/>'

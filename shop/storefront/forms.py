@@ -4,6 +4,7 @@ The hidden product id can be tampered with, so it is checked against the catalog
 and the Cart checks it again. No form has a price field: prices come from the catalog.
 """
 
+from flask_babel import gettext, lazy_gettext
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField
 from wtforms.validators import InputRequired, NumberRange, ValidationError
@@ -11,9 +12,10 @@ from wtforms.validators import InputRequired, NumberRange, ValidationError
 from shop.storefront.cart import MAX_QUANTITY
 from shop.storefront.catalog import get_product
 
-UNKNOWN_PRODUCT = "That product is not in our catalog."
-ADD_QUANTITY = f"Choose a quantity from 1 to {MAX_QUANTITY}."
-UPDATE_QUANTITY = f"Choose a quantity from 0 to {MAX_QUANTITY} (0 removes the item)."
+# Lazy: each is translated when shown, into the language of that page.
+UNKNOWN_PRODUCT = lazy_gettext("That product is not in our catalog.")
+ADD_QUANTITY = lazy_gettext("Choose a quantity from %(min)d to %(max)d.", min=1, max=MAX_QUANTITY)
+UPDATE_QUANTITY = lazy_gettext("Choose a quantity from 0 to %(max)d (0 removes the item).", max=MAX_QUANTITY)
 
 
 def known_product(form, field):
@@ -29,7 +31,7 @@ def _quantity(minimum, message, default=None):
     # One message for every way a quantity can be wrong (empty, "abc", "1e9", -1, 11):
     # the shopper needs to know the allowed range, not which check failed.
     return IntegerField(
-        "Quantity",
+        lazy_gettext("Quantity"),
         default=default,
         invalid_value_message=message,
         validators=[InputRequired(message), NumberRange(min=minimum, max=MAX_QUANTITY, message=message)],
@@ -51,9 +53,11 @@ class RemoveFromCartForm(FlaskForm):
 
 
 def first_error(form):
-    """The first error message, for a flash. Product errors come first: without a product a quantity means nothing."""
+    """The first error message, as a str for a flash.
+
+    Product errors come first: without a product a quantity means nothing."""
     for name in ("csrf_token", "product_id", "quantity"):
         field = getattr(form, name, None)
         if field is not None and field.errors:
-            return field.errors[0]
-    return "Something in that form was not right; please try again."
+            return str(field.errors[0])
+    return gettext("Something in that form was not right; please try again.")

@@ -7,6 +7,7 @@ page, so a reload never repeats it. A refused change leaves the cart as it was a
 import logging
 
 from flask import current_app, flash, has_request_context, redirect, render_template, request, url_for
+from flask_babel import gettext
 
 from shop.storefront import bp
 from shop.storefront.cart import MAX_QUANTITY, Cart, CartError
@@ -70,7 +71,10 @@ def add():
         log.info("Refused an add to cart: %s", error)
         flash(str(error), "error")
         return _see_other("storefront.catalog", anchor)
-    flash(f"Added {form.quantity.data} × {product.name} to your cart.", "success")
+    flash(
+        gettext("Added %(quantity)d × %(name)s to your cart.", quantity=form.quantity.data, name=product.display_name),
+        "success",
+    )
     return _see_other("storefront.cart")
 
 
@@ -89,9 +93,12 @@ def update():
         flash(str(error), "error")
         return _see_other("storefront.cart")
     if form.quantity.data == 0:
-        flash(f"Removed {product.name} from your cart.", "success")
+        flash(gettext("Removed %(name)s from your cart.", name=product.display_name), "success")
     else:
-        flash(f"{product.name}: quantity is now {form.quantity.data}.", "success")
+        flash(
+            gettext("%(name)s: quantity is now %(quantity)d.", name=product.display_name, quantity=form.quantity.data),
+            "success",
+        )
     return _see_other("storefront.cart")
 
 
@@ -104,5 +111,5 @@ def remove():
         return _see_other("storefront.cart")
     product = get_product(form.product_id.data)
     Cart.from_session().remove(product.id)
-    flash(f"Removed {product.name} from your cart.", "success")
+    flash(gettext("Removed %(name)s from your cart.", name=product.display_name), "success")
     return _see_other("storefront.cart")

@@ -20,11 +20,11 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, insert, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shop.db import db
-from shop.models import Notification, Order, utcnow
+from shop.models import Notification, Order, OrderEvent, utcnow
 from shop.orders import state
 
 log = logging.getLogger(__name__)
@@ -77,49 +77,83 @@ def ignore_reason(item):
 def store(item, raw_body):
     """Store one verified item in its own transaction. A duplicate delivery only counts up.
 
+    Two statements and one commit: INSERT … ON CONFLICT DO NOTHING RETURNING id (the unique
+    constraint on the event decides, also against a delivery being stored at this very moment by
+    another thread or worker, with no exception and so no rolled-back transaction), then the
+    timeline entry, INSERT … SELECT from the order with this merchantReference (if there is one).
     Raises on a storage failure (the view answers 500 so that Adyen delivers it again).
     """
     reason = ignore_reason(item)
     now = utcnow()
-    notification = Notification(
-        psp_reference=item.psp_reference,
-        original_reference=item.original_reference,
-        event_code=item.event_code,
-        success=item.success,
-        merchant_reference=item.merchant_reference,
-        merchant_account=item.merchant_account,
-        amount_value=item.amount_value,
-        currency=item.currency,
-        reason=item.reason,
-        event_date=item.event_date,
-        raw_body=raw_body,
-        status=IGNORED if reason else PENDING,
-        processed_at=now if reason else None,
-        note=reason,
-        next_attempt_at=now,
-        received_at=now,
-    )
+    values = {
+        "psp_reference": item.psp_reference,
+        "original_reference": item.original_reference,
+        "event_code": item.event_code,
+        "success": item.success,
+        "merchant_reference": item.merchant_reference,
+        "merchant_account": item.merchant_account,
+        "amount_value": item.amount_value,
+        "currency": item.currency,
+        "reason": item.reason,
+        "event_date": item.event_date,
+        "raw_body": raw_body,
+        "duplicates": 0,
+        "status": IGNORED if reason else PENDING,
+        "attempts": 0,
+        "processed_at": now if reason else None,
+        "note": reason,
+        "next_attempt_at": now,
+        "received_at": now,
+    }
     # The insert comes first in the transaction: on SQLite it takes the write lock before any read,
     # so concurrent deliveries queue on busy_timeout instead of failing on a stale snapshot.
-    db.session.add(notification)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        # Another delivery of the same event is stored (perhaps at this very moment, in another
-        # thread): the unique constraint decided. Acknowledge it and count it, no second effect.
-        db.session.rollback()
+    notification_id = _insert_unless_stored(values)
+    if notification_id is None:
+        # The same event is stored already: acknowledge it and count it, no second effect.
         return _count_duplicate(item)
-    order_id = _order_id(item.merchant_reference)
-    if order_id is not None:
-        verdict = reason or "queued for processing"
-        state.add_event(
-            order_id,
-            "webhook",
-            f"Webhook {item.describe()} received: basic auth and HMAC signature verified; first delivery, {verdict}",
-            {"notification_id": notification.id, "duplicate": False},
-        )
+    verdict = reason or "queued for processing"
+    _add_event_for_order(
+        item.merchant_reference,
+        "webhook",
+        f"Webhook {item.describe()} received: basic auth and HMAC signature verified; first delivery, {verdict}",
+        {"notification_id": notification_id, "duplicate": False},
+        now,
+    )
     db.session.commit()
-    return Stored(notification.id, duplicate=False, ignored=bool(reason))
+    return Stored(notification_id, duplicate=False, ignored=bool(reason))
+
+
+_EVENT_KEY = ("psp_reference", "event_code", "success", "original_reference")  # uq_notification_event
+_statements = {}  # dialect name -> the insert below, built (and compiled by SQLAlchemy) once
+
+
+def _insert_unless_stored(values):
+    """The new row's id, or None when the same event is stored already."""
+    connection = db.session.connection()
+    dialect = connection.dialect.name
+    statement = _statements.get(dialect)
+    if statement is None:
+        table = Notification.__table__
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            dialect_insert = None
+        if dialect_insert is None:
+            statement = insert(table).returning(table.c.id)
+        else:
+            statement = dialect_insert(table).on_conflict_do_nothing(index_elements=list(_EVENT_KEY)).returning(table.c.id)
+        _statements[dialect] = statement
+    if dialect in ("postgresql", "sqlite"):
+        return connection.execute(statement, values).scalar()
+    # Any other database: the unique constraint raises instead. The insert is the transaction's
+    # first statement, so rolling the whole transaction back loses nothing else.
+    try:
+        return connection.execute(statement, values).scalar()
+    except IntegrityError:
+        db.session.rollback()
+        return None
 
 
 def _count_duplicate(item):
@@ -130,26 +164,51 @@ def _count_duplicate(item):
         Notification.original_reference == item.original_reference,
     )
     counted = db.session.execute(
-        update(Notification).where(*key).values(duplicates=Notification.duplicates + 1)
-    ).rowcount
-    if counted != 1:
+        update(Notification)
+        .where(*key)
+        .values(duplicates=Notification.duplicates + 1)
+        .returning(Notification.id, Notification.duplicates),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if counted is None:
         # The constraint fired but the row is not there: not a duplicate, a real failure.
         db.session.rollback()
         raise RuntimeError("a notification insert failed on a constraint but no stored twin was found")
-    notification_id, duplicates = db.session.execute(
-        select(Notification.id, Notification.duplicates).where(*key)
-    ).one()
-    order_id = _order_id(item.merchant_reference)
-    if order_id is not None:
-        state.add_event(
-            order_id,
-            "webhook",
-            f"Webhook {item.describe()} delivered again (delivery {duplicates + 1}): verified; "
-            "a duplicate, acknowledged with no second effect",
-            {"notification_id": notification_id, "duplicate": True},
-        )
+    notification_id, duplicates = counted
+    _add_event_for_order(
+        item.merchant_reference,
+        "webhook",
+        f"Webhook {item.describe()} delivered again (delivery {duplicates + 1}): verified; "
+        "a duplicate, acknowledged with no second effect",
+        {"notification_id": notification_id, "duplicate": True},
+        utcnow(),
+    )
     db.session.commit()
     return Stored(notification_id, duplicate=True, ignored=False)
+
+
+def _add_event_for_order(reference, kind, summary, detail, now):
+    """Add a timeline entry to the order with this reference, if there is one: one INSERT … SELECT."""
+    db.session.connection().execute(
+        _ADD_EVENT, {"reference": reference, "kind": kind, "summary": summary, "detail": detail, "now": now}
+    )
+
+
+def _add_event_statement():
+    events, orders = OrderEvent.__table__, Order.__table__
+    return insert(events).from_select(
+        ["order_id", "kind", "summary", "detail", "created_at"],
+        select(
+            orders.c.id,
+            bindparam("kind", type_=events.c.kind.type),
+            bindparam("summary", type_=events.c.summary.type),
+            bindparam("detail", type_=events.c.detail.type),
+            bindparam("now", type_=events.c.created_at.type),
+        ).where(orders.c.reference == bindparam("reference", type_=orders.c.reference.type)),
+    )
+
+
+_ADD_EVENT = _add_event_statement()
 
 
 def _order_id(reference):
@@ -164,22 +223,70 @@ def _due_condition(now):
     )
 
 
+CLAIM_BATCH = 20  # notifications one worker claims at a time (one UPDATE, one commit)
+
+
 def process_due(limit=100):
     """Apply the stored notifications that are due, oldest first. Returns how many were finished."""
+    claimed = finished = 0
+    while claimed < limit:  # at most `limit` claims per call, failed ones included
+        batch = claim_due(min(CLAIM_BATCH, limit - claimed))
+        if not batch:
+            break
+        claimed += len(batch)
+        for notification in batch:
+            if process_one(notification):
+                finished += 1
+    return finished
+
+
+_CLAIMED_COLUMNS = (
+    Notification.id,
+    Notification.attempts,
+    Notification.psp_reference,
+    Notification.event_code,
+    Notification.success,
+    Notification.merchant_reference,
+    Notification.amount_value,
+    Notification.currency,
+    Notification.reason,
+)
+
+
+def claim_due(limit=CLAIM_BATCH):
+    """Claim up to `limit` due notifications, oldest first, in one statement and one commit:
+    `UPDATE … SET status = 'processing', attempts = attempts + 1, <lease> WHERE id IN (due ones)
+    RETURNING …`. The WHERE is evaluated again on each row as it is locked, so two workers (two
+    threads, processes or hosts) never claim one row twice; on PostgreSQL the due rows are picked
+    FOR UPDATE SKIP LOCKED, so a second worker takes the next ones instead of waiting.
+    Rows whose last attempt ran out of lease at WEBHOOK_MAX_ATTEMPTS become failed first."""
+    config = current_app.config
     now = utcnow()
-    due = db.session.execute(
-        select(Notification.id, Notification.attempts)
-        .where(_due_condition(now))
+    max_attempts = config.get("WEBHOOK_MAX_ATTEMPTS", 10)
+    lease = timedelta(seconds=config.get("WEBHOOK_LEASE_SECONDS", 120))
+    # Their last attempt's lease ended without an answer: stop, for a person to look at.
+    db.session.execute(
+        update(Notification)
+        .where(_due_condition(now), Notification.attempts >= max_attempts)
+        .values(status=FAILED, last_error="the last attempt did not finish (its worker stopped)"),
+        execution_options={"synchronize_session": False},
+    )
+    due = (
+        select(Notification.id)
+        .where(_due_condition(now), Notification.attempts < max_attempts)
         .order_by(Notification.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+    )
+    rows = db.session.execute(
+        update(Notification)
+        .where(Notification.id.in_(due.scalar_subquery()), _due_condition(now), Notification.attempts < max_attempts)
+        .values(status=PROCESSING, attempts=Notification.attempts + 1, next_attempt_at=now + lease)
+        .returning(*_CLAIMED_COLUMNS),
+        execution_options={"synchronize_session": False},
     ).all()
-    db.session.rollback()
-    finished = 0
-    for notification_id, seen_attempts in due:
-        notification = claim(notification_id, seen_attempts)
-        if notification is not None and process_one(notification):
-            finished += 1
-    return finished
+    db.session.commit()
+    return sorted((Claimed(*row) for row in rows), key=lambda claimed: claimed.id)
 
 
 def claim(notification_id, seen_attempts):
@@ -226,19 +333,29 @@ def process_one(notification):
     event = notification.event()
     description = event.describe()
     reference = notification.merchant_reference
+    marked = []
+
+    def mark_processed(order, decision):
+        # In the transaction that changes the order: the change and this mark commit together.
+        marked.append(_mark_processed(notification, decision.note, order.id, description))
+
     try:
-        applied = state.apply_event(reference, event)
+        applied = state.apply_event(reference, event, after=mark_processed)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, keep the row and retry it
         db.session.rollback()
         _failed(notification, exc)
         return False
+    if marked:
+        _log_processed(notification, applied.decision.note)
+        return True
 
     if applied.order is None:
         note = f"no order has merchantReference {reference!r}: nothing to change"
         log.warning("webhook %s: %s", description, note)
         order_id = None
     else:
-        note, order_id = applied.decision.note, applied.order.id
+        # The id without reloading the order (the commit expired it).
+        note, order_id = applied.decision.note, inspect(applied.order).identity[0]
     try:
         return _finish(notification, note, order_id=order_id, description=description)
     except Exception as exc:  # noqa: BLE001 - applying again is a no-op, so a retry is safe
@@ -249,6 +366,15 @@ def process_one(notification):
 
 def _finish(notification, note, order_id, description=None):
     """processing → processed, if this worker still holds the claim, with the timeline entry."""
+    _mark_processed(notification, note, order_id, description)
+    db.session.commit()
+    _log_processed(notification, note)
+    return True
+
+
+def _mark_processed(notification, note, order_id, description):
+    """The UPDATE (and timeline entry) of `_finish`, in the caller's transaction. True if this
+    worker still held the claim."""
     done = db.session.execute(
         update(Notification)
         .where(
@@ -256,16 +382,24 @@ def _finish(notification, note, order_id, description=None):
             Notification.status == PROCESSING,
             Notification.attempts == notification.attempts,
         )
-        .values(status=PROCESSED, processed_at=utcnow(), note=note, last_error=None)
+        .values(status=PROCESSED, processed_at=utcnow(), note=note, last_error=None),
+        execution_options={"synchronize_session": False},
     ).rowcount
     if done == 1 and order_id is not None:
-        state.add_event(
-            order_id,
-            "webhook",
-            f"Webhook {description} processed: {note}",
-            {"notification_id": notification.id},
+        db.session.execute(
+            insert(OrderEvent.__table__),
+            {
+                "order_id": order_id,
+                "kind": "webhook",
+                "summary": f"Webhook {description} processed: {note}",
+                "detail": {"notification_id": notification.id},
+                "created_at": utcnow(),
+            },
         )
-    db.session.commit()
+    return done == 1
+
+
+def _log_processed(notification, note):
     log.info(
         "webhook processed: pspReference=%s eventCode=%s success=%s merchantReference=%r: %s",
         notification.psp_reference,
@@ -274,7 +408,6 @@ def _finish(notification, note, order_id, description=None):
         notification.merchant_reference,
         note,
     )
-    return True
 
 
 def _failed(notification, exc):
@@ -318,3 +451,37 @@ def describe_error(exc):
     original = getattr(exc, "orig", None)
     text = str(original) if original is not None else str(exc)
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def requeue(notification_id):
+    """Queue a stored, finished notification to be applied again (a replay from the console or CLI).
+
+    Only a processed or failed row is taken (never one being processed). Safe to repeat: the state
+    machine makes a webhook already applied a no-op ("no change: the order is already paid").
+    Returns the row's previous status, or None if there is no such row or it was not finished.
+    """
+    row = db.session.get(Notification, notification_id)
+    if row is None or row.status not in (PROCESSED, FAILED):
+        db.session.rollback()
+        return None
+    previous = row.status
+    changed = db.session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.status == previous)
+        .values(status=PENDING, attempts=0, next_attempt_at=utcnow(), last_error=None),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    if changed != 1:
+        db.session.rollback()
+        return None
+    order_id = _order_id(row.merchant_reference)
+    if order_id is not None:
+        state.add_event(
+            order_id,
+            "webhook",
+            f"Webhook {row.event_code} success={'true' if row.success else 'false'} "
+            f"(pspReference {row.psp_reference}) replayed by a developer: queued to be applied again",
+            {"notification_id": notification_id, "replay": True},
+        )
+    db.session.commit()
+    return previous

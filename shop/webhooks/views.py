@@ -12,7 +12,8 @@ woken as soon as the rows are committed. Answers:
   400             the body is not a Standard webhook, or is for another merchant account or environment
   413             the body is too large
   500             the database could not store it: Adyen delivers it again later
-Nothing is stored unless every item of the body passes. Log lines carry references, eventCode
+Nothing is stored unless every item of the body passes; a refusal leaves one line in
+webhook_rejections (reason, address, size: never the body or a header) for the developer console. Log lines carry references, eventCode
 and success only: never the body, a signature, a key, a password or the Authorization header.
 """
 
@@ -25,7 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from shop import worker
 from shop.adyen import signature
 from shop.db import db
-from shop.webhooks import bp, parsing, processing
+from shop.webhooks import bp, parsing, processing, rejections
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,11 @@ def adyen_webhook():
 
     if request.authorization is None:
         log.warning("webhook refused: no basic auth")
+        rejections.record("no basic auth", 401)
         return _text("unauthorized", 401, **{"WWW-Authenticate": 'Basic realm="Adyen webhooks"'})
     if not _credentials_match(request.authorization):
         log.warning("webhook refused: wrong basic auth credentials")
+        rejections.record("bad basic auth", 401)
         return _text("unauthorized", 401, **{"WWW-Authenticate": 'Basic realm="Adyen webhooks"'})
 
     request.max_content_length = MAX_BODY_BYTES
@@ -66,12 +69,14 @@ def adyen_webhook():
         body = request.get_data(cache=True)
     except RequestEntityTooLarge:
         log.warning("webhook refused: body larger than %d bytes", MAX_BODY_BYTES)
+        rejections.record("body too large", 413)
         return _text("body too large", 413)
 
     try:
         envelope = parsing.parse(body)
     except parsing.Malformed as exc:
         log.warning("webhook refused: malformed body (%s)", exc)
+        rejections.record("malformed body", 400, len(body))
         return _text(f"malformed notification: {exc}", 400)
 
     # Every item must be signed with our key (or the previous one, while a key is rotated).
@@ -84,6 +89,7 @@ def adyen_webhook():
                 item.event_code,
                 item.merchant_reference,
             )
+            rejections.record("bad signature", 401, len(body))
             return _text("invalid signature", 401)
 
     # Signed by Adyen, but is it meant for this shop? A test-environment event must not move a live order.
@@ -92,6 +98,7 @@ def adyen_webhook():
         log.warning(
             "webhook refused: live=%s but this shop runs in %s mode", envelope.live, config["ADYEN_ENVIRONMENT"]
         )
+        rejections.record("wrong environment", 400, len(body))
         return _text("wrong environment", 400)
     for item in envelope.items:
         if item.merchant_account != config["ADYEN_MERCHANT_ACCOUNT"]:
@@ -100,6 +107,7 @@ def adyen_webhook():
                 item.merchant_account,
                 item.psp_reference,
             )
+            rejections.record("wrong merchant account", 400, len(body))
             return _text("wrong merchant account", 400)
 
     raw_body = body.decode("utf-8")

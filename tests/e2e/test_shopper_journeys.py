@@ -2,13 +2,19 @@
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from babel.support import Translations
+
 from shop.db import db
 from shop.models import Email
+from shop.storefront.catalog import get_product
 from tests.e2e.journeys import BrowserShopper
+
+TRANSLATIONS = Path(__file__).resolve().parents[2] / "shop" / "translations"
 
 # Webhooks held back, so the page shows what the redirect said.
 NO_WEBHOOKS_YET = {"SIMULATOR_WEBHOOK_DELAY": "600", "SIMULATOR_PENDING_DELAY": "600"}
@@ -52,6 +58,7 @@ def wait_for_email(server, words, timeout=20):
 def test_outcome_shown_to_the_shopper(shopper, knet, title, message):
     shopper.buy(**knet)
     shopper.expect_result(title, message)
+    expect(shopper.page.get_by_text("12.500 KWD")).to_be_visible()
     reference = shopper.page.get_by_text(re.compile(r"^KNET-\d{8}-[0-9A-F]{8}$"))
     expect(reference).to_be_visible()
     if title == "Payment successful":
@@ -128,3 +135,40 @@ def test_the_whole_flow_works_without_javascript(browser, live_server_factory):
     page.get_by_role("button", name="Return to the shop").click()
     shopper.expect_result("Payment successful", "Your payment was successful.")
     context.close()
+
+
+def test_arabic_shopper_pays_right_to_left(page, console_log, live_server_factory):
+    server = live_server_factory(ENV=NO_WEBHOOKS_YET)
+    arabic = Translations.load(str(TRANSLATIONS), ["ar"])
+    shopper = BrowserShopper(page, server.url, translate=arabic.gettext, language="ar")
+    page.set_default_timeout(15_000)
+    page.goto(server.url + "/")
+    page.get_by_role("link", name="العربية").click()
+    expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    expect(page.locator("html")).to_have_attribute("lang", "ar")
+    shopper.fill_cart(product=get_product("medjool-dates").name_ar)
+    shopper.check_out()
+    expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    shopper.press_pay()
+    shopper.pay_on_knet()  # the KNET page speaks Arabic too: the shop sent shopperLocale ar-KW
+    shopper.expect_result("Payment successful", "Your payment was successful. Thank you for your order.")
+    expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    expect(page.get_by_text("12.500 د.ك")).to_be_visible()
+    expect(page.get_by_role("link", name=arabic.gettext("Continue shopping"))).to_be_visible()
+
+
+@pytest.mark.parametrize("shopper", [QUICK_WEBHOOKS], indirect=True)
+def test_presenter_follows_a_finished_order_in_the_console(shopper):
+    shopper.buy()
+    shopper.expect_result("Payment successful", "Your payment was successful.")
+    reference = shopper.page.get_by_text(re.compile(r"^KNET-\d{8}-[0-9A-F]{8}$")).inner_text()
+    page = shopper.page
+    page.goto(shopper.base_url + "/console/orders")
+    page.get_by_role("link", name=reference).click()
+    expect(page.get_by_role("heading", name=f"Order {reference}", exact=True)).to_be_visible()
+    expect(page.locator("#order-status")).to_have_text("paid", timeout=20_000)  # it refreshes until the webhook
+    titles = page.locator("li.step h3").all_inner_texts()
+    wanted = ["POST /paymentMethods", "POST /payments ", "Shopper sent to KNET", "Shopper back from KNET",
+              "POST /payments/details", "AUTHORISATION success=true", "pending → paid"]
+    positions = [next(i for i, title in enumerate(titles) if words in title) for words in wanted]
+    assert positions == sorted(positions), titles

@@ -1,0 +1,113 @@
+"""Command-line twins of the console: `flask adyen check`, `flask orders list`, `flask webhooks replay <id>`."""
+
+import time
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from shop.console import doctor, redact
+from shop.db import db
+from shop.models import Notification, Order
+from shop.money import format_amount
+from shop.webhooks import processing
+
+adyen_cli = AppGroup("adyen", help="Check the Adyen configuration and endpoint.")
+orders_cli = AppGroup("orders", help="Look at orders.")
+webhooks_cli = AppGroup("webhooks", help="Work with stored webhooks.")
+
+SYMBOLS = {doctor.OK: "ok  ", doctor.FAIL: "FAIL", doctor.WARN: "warn", doctor.TODO: "todo", doctor.MANUAL: "hand",
+           doctor.SKIP: "skip"}
+
+
+def init_app(app):
+    for group in (adyen_cli, orders_cli, webhooks_cli):
+        app.cli.add_command(group)
+
+
+def _item_line(item):
+    return f"  [{SYMBOLS[item.status]}] {item.name}: {item.detail}"
+
+
+@adyen_cli.command("check")
+@click.option("--no-endpoint", is_flag=True, help="Do not call Adyen; check the settings only.")
+def adyen_check(no_endpoint):
+    """The configuration doctor: environment, settings set or not (never values), endpoint, KNET.
+
+    Exit code 1 when a check fails (and, in live mode, when a go-live item is not done).
+    """
+    report = doctor.run(check_endpoint=not no_endpoint)
+    click.echo(f"Environment: {report.environment}")
+    for label, value in report.facts[1:]:
+        click.echo(f"  {label}: {value}")
+    click.echo("Settings (set or not; values are never shown):")
+    width = max(len(name) for name, *_ in report.settings)
+    for name, state, what, needed in report.settings:
+        click.echo(f"  {name.ljust(width)}  {state:<17}  {needed}")
+    click.echo("Checks:")
+    for item in report.checks:
+        click.echo(_item_line(item))
+    click.echo("Go-live checklist (Test and go live):")
+    for item in report.go_live:
+        click.echo(_item_line(item))
+    if report.ok:
+        click.echo("Result: OK")
+        return
+    click.echo("Result: FAILED", err=True)
+    raise SystemExit(1)
+
+
+@orders_cli.command("list")
+@click.option("--limit", default=20, show_default=True, help="How many of the newest orders.")
+def orders_list(limit):
+    """The newest orders: id, reference, status, what the shopper was shown, amount, flags."""
+    rows = db.session.execute(select(Order).order_by(Order.id.desc()).limit(max(1, min(limit, 1000)))).scalars().all()
+    if not rows:
+        click.echo("No orders yet.")
+        return
+    header = f"{'ID':>5}  {'CREATED (UTC)':<19}  {'REFERENCE':<22}  {'STATUS':<8}  {'SHOWN':<12}  {'AMOUNT':>12}  FLAGS"
+    click.echo(header)
+    for order in rows:
+        flags = ", ".join(
+            flag
+            for flag, on in (("needs review", order.needs_review), ("needs refund decision", order.needs_refund_decision))
+            if on
+        )
+        created = order.created_at.strftime("%Y-%m-%d %H:%M:%S") if order.created_at else ""
+        click.echo(
+            f"{order.id:>5}  {created:<19}  {order.reference:<22}  {order.status:<8}  {order.result_code or '-':<12}  "
+            f"{format_amount(order.amount_value, order.currency):>12}  {flags or '-'}"
+        )
+
+
+@webhooks_cli.command("replay")
+@click.argument("notification_id", type=int)
+@click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for the result.")
+def webhooks_replay(notification_id, wait):
+    """Apply a stored webhook again. Idempotent: a webhook already applied changes nothing."""
+    previous = processing.requeue(notification_id)
+    if previous is None:
+        row = db.session.get(Notification, notification_id)
+        db.session.rollback()
+        if row is None:
+            click.echo(f"No notification #{notification_id}.", err=True)
+        else:
+            click.echo(f"Notification #{notification_id} is {row.status}: only a processed or failed one can be replayed.", err=True)
+        raise SystemExit(1)
+    click.echo(f"Notification #{notification_id} ({previous}) queued again.")
+    # Apply it here, unless a background worker is quicker; either way report what it did.
+    claimed = processing.claim(notification_id, 0)
+    if claimed is not None:
+        processing.process_one(claimed)
+    deadline = time.monotonic() + wait
+    while True:
+        row = db.session.get(Notification, notification_id)
+        status, note, error = row.status, row.note, row.last_error
+        db.session.rollback()
+        if status not in (processing.PENDING, processing.PROCESSING) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    click.echo(f"Status: {status}. {redact.text(note or error or '')}".strip())
+    if status not in (processing.PROCESSED,):
+        raise SystemExit(1)
+

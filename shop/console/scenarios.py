@@ -1,0 +1,190 @@
+"""One-click demo scenarios: a fresh order that will end Authorised, Refused, Cancelled, Error,
+Pending then paid, or abandoned then OFFER_CLOSED (simulator mode only).
+
+Each runs the real flow: the server calls the real payment services (/paymentMethods, /payments
+through the simulator over HTTP), then plays the shopper over HTTP, as tests/shopper.py does:
+it opens /orders/<token>/pay, follows the redirect to the simulated KNET page, fills and submits
+its form (or presses Cancel), and follows the way back to the return URL, so /payments/details is
+called as in real life. The webhooks then arrive from the simulator as usual.
+Requests to itself go to PUBLIC_BASE_URL, so the app must serve several requests at once.
+"""
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+import requests
+from flask import current_app
+
+from shop.checkout import payments
+from shop.db import db
+from shop.models import OrderStatus
+from shop.orders import state
+from shop.storefront.cart import Cart
+
+log = logging.getLogger(__name__)
+
+DEMO_CART = {"medjool-dates": 1}
+DEMO_SHOPPER = {
+    "shopper_first_name": "Demo",
+    "shopper_last_name": "Shopper",
+    "shopper_email": "demo.shopper@example.com",
+    "shopper_phone": "+96550000000",
+}
+GOOD_CARD = {"bank": "KNET1", "card_number": "8888880000000001", "expiry_month": "09", "expiry_year": "2030", "pin": "1234"}
+HTTP_TIMEOUT = 20
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    label: str
+    description: str
+    ends: str  # the order's final status
+    action: str | None  # "submit", "cancel", or None: the shopper never finishes the KNET page
+    card: dict = field(default_factory=dict)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("authorised", "Authorised", "Tap's test card 8888880000000001, 09/2030, PIN 1234. "
+                 "AUTHORISATION true makes the order paid.", OrderStatus.PAID, "submit", GOOD_CARD),
+        Scenario("refused", "Refused", "The test card with a wrong PIN (9999): resultCode Refused (Invalid Pin), "
+                 "AUTHORISATION false makes the order failed.", OrderStatus.FAILED, "submit", dict(GOOD_CARD, pin="9999")),
+        Scenario("cancelled", "Cancelled", "The shopper presses Cancel on the KNET page: resultCode Cancelled, "
+                 "AUTHORISATION false makes the order failed.", OrderStatus.FAILED, "cancel", {}),
+        Scenario("error", "Error", "Simulator card 8888880000000003: resultCode Error with a refusalReason, "
+                 "AUTHORISATION false makes the order failed.", OrderStatus.FAILED, "submit",
+                 dict(GOOD_CARD, card_number="8888880000000003")),
+        Scenario("pending", "Pending, then paid", "Simulator card 8888880000000004: resultCode Pending; the "
+                 "AUTHORISATION true webhook comes later (SIMULATOR_PENDING_DELAY) and makes the order paid.",
+                 OrderStatus.PAID, "submit", dict(GOOD_CARD, card_number="8888880000000004")),
+        Scenario("abandoned", "Abandoned, then OFFER_CLOSED", "The shopper opens the KNET page and never finishes it; "
+                 "the simulator closes the offer after CONSOLE_ABANDON_SECONDS and OFFER_CLOSED makes the order expired.",
+                 OrderStatus.EXPIRED, None, {}),
+    )
+}
+
+
+class ScenarioError(RuntimeError):
+    """The scenario could not run to its end; `order_id` is set when an order was made."""
+
+    def __init__(self, message, order_id=None):
+        super().__init__(message)
+        self.order_id = order_id
+
+
+def available():
+    return current_app.config["ADYEN_ENVIRONMENT"] == "simulator"
+
+
+def run(name):
+    """Run a scenario; returns the order's id. Raises KeyError for an unknown name, ScenarioError."""
+    scenario = SCENARIOS[name]
+    if not available():
+        raise ScenarioError("Demo scenarios need simulator mode (ADYEN_ENVIRONMENT=simulator).")
+    config = current_app.config
+    cart = Cart(DEMO_CART)
+    locale = config["SHOPPER_LOCALE"]
+    checkout_key = secrets.token_urlsafe(24)
+
+    # The checkout page: which methods may this shopper use?
+    try:
+        methods = payments.available_methods(cart.total, locale, checkout_key)
+    except Exception as error:  # noqa: BLE001 - shown to the developer
+        raise ScenarioError(f"/paymentMethods failed: {type(error).__name__}") from None
+    if payments.find_knet(methods) is None:
+        raise ScenarioError("/paymentMethods did not offer KNET.")
+
+    # The checkout form is sent: the order, then /payments.
+    order, _ = payments.order_for_checkout(checkout_key, cart, dict(DEMO_SHOPPER), locale)
+    state.add_event(
+        order.id, "order", f"Demo scenario '{scenario.label}' started from the developer console: {scenario.description}"
+    )
+    db.session.commit()
+    order_id, token = order.id, order.token
+    state.start_payment(order_id)
+    try:
+        attempt = payments.pay(order)
+    except (payments.PaymentNotStarted, payments.PaymentOutcomeUnknown) as error:
+        raise ScenarioError(f"/payments did not start the payment: {error}", order_id) from None
+    psp_reference = attempt.psp_reference
+    db.session.commit()  # no transaction stays open while this thread waits on its own server
+
+    # The shopper's browser, over HTTP.
+    browser = requests.Session()
+    base = config["PUBLIC_BASE_URL"]
+    try:
+        page = browser.get(f"{base}/orders/{token}/pay", timeout=HTTP_TIMEOUT)
+        page = _follow_autosubmit(browser, page)
+        knet_form = _form_with(page.text, "card_number")
+        if knet_form is None:
+            raise ScenarioError(f"The KNET page did not open (HTTP {page.status_code}).", order_id)
+        if scenario.action is None:
+            from shop.simulator import payments as sim_payments
+
+            sim_payments.expire_soon(psp_reference, config["CONSOLE_ABANDON_SECONDS"])
+            return order_id
+        data = dict(knet_form["fields"], action=scenario.action, **scenario.card)
+        if scenario.action == "cancel":
+            data.setdefault("bank", "")
+        result = browser.post(urljoin(page.url, knet_form["action"] or page.url), data=data, timeout=HTTP_TIMEOUT)
+        result = _follow_autosubmit(browser, result)
+    except requests.RequestException as error:
+        raise ScenarioError(f"The shopper's request failed: {type(error).__name__}", order_id) from None
+    finally:
+        browser.close()
+    if "/orders/" not in result.url:
+        raise ScenarioError(f"The shopper did not get back to the shop (ended at HTTP {result.status_code}).", order_id)
+    return order_id
+
+
+def _follow_autosubmit(browser, response):
+    """Press the button of an auto-submitting POST form (the POST redirect or the POST return)."""
+    for _ in range(3):
+        form = next((f for f in _forms(response.text) if f["autosubmit"]), None)
+        if form is None:
+            return response
+        url = urljoin(response.url, form["action"] or response.url)
+        response = browser.post(url, data=form["fields"], timeout=HTTP_TIMEOUT)
+    return response
+
+
+def _form_with(html, field_name):
+    return next((f for f in _forms(html) if field_name in f["fields"]), None)
+
+
+class _FormParser(HTMLParser):
+    """Each <form>: action, method, data-autosubmit, and the default values of its fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms = []
+        self._select = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": attrs.get("action") or "", "autosubmit": "data-autosubmit" in attrs, "fields": {}})
+        elif not self.forms:
+            return
+        elif tag == "input" and attrs.get("name") and attrs.get("type") not in ("submit", "radio", "checkbox"):
+            self.forms[-1]["fields"][attrs["name"]] = attrs.get("value") or ""
+        elif tag == "select" and attrs.get("name"):
+            self._select = attrs["name"]
+            self.forms[-1]["fields"].setdefault(self._select, "")
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.forms[-1]["fields"][self._select] = attrs.get("value") or ""
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+
+
+def _forms(html):
+    parser = _FormParser()
+    parser.feed(html or "")
+    return parser.forms

@@ -1,0 +1,269 @@
+"""The console's pages. Views read the store and call the existing services; nothing here changes
+an order except through them (the demo scenarios, a webhook replay, the simulator's buttons)."""
+
+import logging
+from datetime import timezone
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import or_, select
+
+from shop import worker
+from shop.console import auth, bp, doctor, redact, scenarios, timeline
+from shop.db import db
+from shop.models import Email, Notification, Order, OrderStatus, WebhookRejection
+from shop.webhooks import processing
+
+log = logging.getLogger(__name__)
+
+LIST_LIMIT = 100
+
+
+# Access, headers and the last line of defence ------------------------------------------------
+
+
+@bp.before_request
+def _gate():
+    return auth.gate()
+
+
+@bp.after_request
+def _headers(response):
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    if response.mimetype == "text/html" and not response.direct_passthrough:
+        body = response.get_data(as_text=True)
+        scrubbed = redact.scrub(body)
+        if scrubbed != body:
+            # Never expected: every value shown is redacted first. Counted so that tests can tell.
+            current_app.extensions["console_scrubbed"] = current_app.extensions.get("console_scrubbed", 0) + 1
+            log.error("a configured secret reached a console page (%s); it was masked", request.path)
+            response.set_data(scrubbed)
+    return response
+
+
+@bp.app_template_filter("console_time")
+def _console_time(moment):
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+
+
+@bp.context_processor
+def _context():
+    mode = current_app.config["ADYEN_ENVIRONMENT"]
+    return {
+        "console_mode": mode,
+        "console_simulator": mode == "simulator",
+        "console_logged_in": not auth.is_open() and auth.logged_in(),
+        "redact": redact,
+        "personal": redact.shows_personal_data(),
+    }
+
+
+def _shopper(order):
+    if redact.shows_personal_data():
+        return order.shopper_name
+    return redact.mask_name(order.shopper_name)
+
+
+# Login ------------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if auth.is_open():
+        return redirect(url_for("console.orders"), code=303)
+    form = auth.LoginForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+    if form.validate_on_submit():
+        if auth.password_matches(form.password.data):
+            auth.log_in()
+            return redirect(auth.safe_next(form.next.data), code=303)
+        log.warning("console login refused from %s", request.remote_addr)
+        form.password.errors.append("That is not the console password.")
+    status = 401 if request.method == "POST" else 200
+    return render_template("console/login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout():
+    auth.log_out()
+    if auth.is_open():
+        return redirect(url_for("console.orders"), code=303)
+    return redirect(url_for("console.login"), code=303)
+
+
+# Orders and the timeline -------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("console.orders"), code=303)
+
+
+@bp.get("/orders")
+def orders():
+    query = select(Order).order_by(Order.id.desc()).limit(LIST_LIMIT)
+    search = (request.args.get("q") or "").strip()[:80]
+    if search:
+        query = query.where(
+            or_(Order.reference.contains(search, autoescape=True), Order.psp_reference.contains(search, autoescape=True))
+        )
+    rows = db.session.execute(query).scalars().all()
+    return render_template("console/orders.html", orders=rows, search=search, shopper=_shopper)
+
+
+@bp.get("/orders/<int:order_id>")
+def order(order_id):
+    found = db.session.get(Order, order_id)
+    if found is None:
+        abort(404)
+    steps = timeline.build(found)
+    waiting = found.status not in OrderStatus.FINAL
+    return render_template(
+        "console/timeline.html", order=found, steps=steps, waiting=waiting, shopper=_shopper(found)
+    )
+
+
+# Webhook inbox ----------------------------------------------------------------------------------
+
+
+@bp.get("/webhooks")
+def webhooks():
+    rows = db.session.execute(select(Notification).order_by(Notification.id.desc()).limit(LIST_LIMIT)).scalars().all()
+    references = {n.merchant_reference for n in rows}
+    order_ids = dict(
+        db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all()
+    ) if references else {}
+    rejections = db.session.execute(
+        select(WebhookRejection).order_by(WebhookRejection.id.desc()).limit(LIST_LIMIT)
+    ).scalars().all()
+    return render_template("console/webhooks.html", notifications=rows, order_ids=order_ids, rejections=rejections)
+
+
+@bp.post("/webhooks/<int:notification_id>/replay")
+def replay(notification_id):
+    previous = processing.requeue(notification_id)
+    if previous is None:
+        flash(f"Notification #{notification_id} was not replayed: only a processed or failed one can be.", "error")
+    else:
+        worker.wake(current_app._get_current_object())
+        flash(f"Notification #{notification_id} ({previous}) is queued to be applied again; a replay of an "
+              "applied webhook changes nothing.", "success")
+    return redirect(url_for("console.webhooks"), code=303)
+
+
+# The simulator's webhook outbox --------------------------------------------------------------------
+
+
+def _simulator_only():
+    if current_app.config["ADYEN_ENVIRONMENT"] != "simulator":
+        abort(404)
+
+
+@bp.get("/deliveries")
+def deliveries():
+    if current_app.config["ADYEN_ENVIRONMENT"] != "simulator":
+        return render_template("console/deliveries.html", deliveries=None)
+    from shop.simulator.models import SimWebhookDelivery
+
+    rows = db.session.execute(
+        select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()).limit(LIST_LIMIT)
+    ).scalars().all()
+    references = {d.merchant_reference for d in rows}
+    order_ids = dict(
+        db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all()
+    ) if references else {}
+    return render_template("console/deliveries.html", deliveries=rows, order_ids=order_ids)
+
+
+@bp.post("/deliveries/<int:delivery_id>/resend")
+def resend(delivery_id):
+    _simulator_only()
+    from shop.simulator import sender
+
+    if sender.resend(delivery_id):
+        flash(f"Delivery #{delivery_id} will be sent again now.", "success")
+    else:
+        flash(f"Delivery #{delivery_id} is queued or being sent already; it was not resent.", "error")
+    worker.wake(current_app._get_current_object())
+    return redirect(url_for("console.deliveries"), code=303)
+
+
+@bp.post("/deliveries/<int:delivery_id>/duplicate")
+def duplicate(delivery_id):
+    _simulator_only()
+    from shop.simulator import sender
+
+    try:
+        new_id = sender.enqueue_duplicate(delivery_id)
+    except LookupError:
+        abort(404)
+    worker.wake(current_app._get_current_object())
+    flash(f"Delivery #{new_id}, a duplicate of #{delivery_id}, will be sent now.", "success")
+    return redirect(url_for("console.deliveries"), code=303)
+
+
+# Emails, test cards ----------------------------------------------------------------------------------
+
+
+@bp.get("/emails")
+def emails():
+    rows = db.session.execute(select(Email).order_by(Email.id.desc()).limit(LIST_LIMIT)).scalars().all()
+    orders_by_id = {
+        o.id: o
+        for o in db.session.execute(select(Order).where(Order.id.in_({e.order_id for e in rows if e.order_id}))).scalars()
+    } if rows else {}
+
+    def known(email):
+        order = orders_by_id.get(email.order_id)
+        if order is None:
+            return [email.to]
+        return [order.shopper_first_name, order.shopper_last_name, order.shopper_email, order.shopper_phone, email.to]
+
+    return render_template("console/emails.html", emails=rows, known=known)
+
+
+@bp.get("/test-cards")
+def test_cards():
+    from shop.simulator import outcomes
+
+    return render_template("console/test_cards.html", tap_cards=outcomes.TEST_CARDS[:4], tap_url=doctor.TAP_TEST_CARDS)
+
+
+# Doctor and go-live ----------------------------------------------------------------------------------
+
+
+@bp.get("/doctor")
+def doctor_page():
+    check = request.args.get("check") == "1"
+    report = doctor.run(check_endpoint=check)
+    return render_template("console/doctor.html", report=report, checked=check, labels=doctor.LABELS)
+
+
+# Demo scenarios ----------------------------------------------------------------------------------------
+
+
+@bp.get("/demo")
+def demo():
+    return render_template("console/demo.html", scenarios=scenarios.SCENARIOS.values(), available=scenarios.available())
+
+
+@bp.post("/demo/<name>")
+def run_scenario(name):
+    if name not in scenarios.SCENARIOS:
+        abort(404)
+    if not scenarios.available():
+        abort(404)
+    try:
+        order_id = scenarios.run(name)
+    except scenarios.ScenarioError as error:
+        log.warning("demo scenario %s stopped: %s", name, error)
+        flash(f"The scenario stopped: {error}", "error")
+        if error.order_id:
+            return redirect(url_for("console.order", order_id=error.order_id), code=303)
+        return redirect(url_for("console.demo"), code=303)
+    return redirect(url_for("console.order", order_id=order_id), code=303)

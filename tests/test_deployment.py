@@ -1,0 +1,150 @@
+"""What a production deployment relies on: the reverse-proxy setting, the connection pool's idle
+ping, the background loop staying out of `flask` commands, and the WSGI entry point."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from flask import jsonify, request
+from sqlalchemy import text
+
+from shop import db as shop_db
+from shop.config import ConfigError, load_settings
+from shop.db import db
+from tests.conftest import build_app
+from tests.databases import backend
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def probe_app(tmp_path, **env):
+    app = build_app(tmp_path, ENV=env)
+
+    @app.get("/_probe")
+    def probe():
+        return jsonify(scheme=request.scheme, remote_addr=request.remote_addr, host=request.host)
+
+    return app
+
+
+FORWARDED = {
+    "X-Forwarded-For": "203.0.113.7",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "127.0.0.1",
+}
+
+
+def test_behind_a_proxy_the_forwarded_headers_name_the_client_and_https(tmp_path):
+    app = probe_app(tmp_path, PROXY_FIX_HOPS="1")
+    seen = app.test_client().get("/_probe", headers=FORWARDED, environ_base={"REMOTE_ADDR": "10.0.0.2"}).get_json()
+    assert seen == {"scheme": "https", "remote_addr": "203.0.113.7", "host": "127.0.0.1"}
+
+
+def test_without_a_proxy_forwarded_headers_are_ignored(tmp_path):
+    app = probe_app(tmp_path)
+    assert app.config["PROXY_FIX_HOPS"] == 0
+    seen = app.test_client().get("/_probe", headers=FORWARDED, environ_base={"REMOTE_ADDR": "10.0.0.2"}).get_json()
+    assert (seen["scheme"], seen["remote_addr"]) == ("http", "10.0.0.2")
+
+
+def test_only_the_last_hops_are_trusted(tmp_path):
+    # A client can send its own X-Forwarded-For; the one proxy appends the address it saw.
+    app = probe_app(tmp_path, PROXY_FIX_HOPS="1")
+    headers = dict(FORWARDED, **{"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
+    seen = app.test_client().get("/_probe", headers=headers).get_json()
+    assert seen["remote_addr"] == "203.0.113.7"
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "9"])
+def test_a_wrong_proxy_hops_setting_stops_start_up(value):
+    with pytest.raises(ConfigError, match="PROXY_FIX_HOPS"):
+        load_settings({"ADYEN_ENVIRONMENT": "simulator", "PROXY_FIX_HOPS": value})
+
+
+def test_no_background_loop_runs_inside_a_flask_command(tmp_path):
+    """`flask db upgrade` must not start the loop (it would query tables being created)."""
+    database = tmp_path / "cli.sqlite3"
+    env = {"ADYEN_ENVIRONMENT": "simulator", "DATABASE_URL": f"sqlite:///{database}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "background job" not in done.stderr
+    assert "Running upgrade" in done.stderr
+
+
+@pytest.mark.skipif(backend() != "postgresql", reason="needs PostgreSQL (TEST_DATABASE_URL)")
+def test_a_pooled_connection_dropped_while_idle_is_replaced(tmp_path, monkeypatch):
+    """The server (or a firewall) closed the pool's idle connections: the next request still works."""
+    app = build_app(tmp_path)
+    client = app.test_client()
+    # The result page of an order that does not exist: one query, then 404.
+    assert client.get("/orders/no-such-order").status_code == 404
+    with app.app_context():
+        database = db.engine.url.database
+        pooled = db.engine.pool.checkedin()
+    assert pooled >= 1
+    # Another session ends every connection to the shop's database, as a server restart would.
+    with build_app(tmp_path / "other", SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"]).app_context():
+        with db.engine.connect() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": database},
+            ).scalar()
+        db.engine.dispose()
+    assert ended >= 1
+    monkeypatch.setattr(shop_db, "IDLE_PING_SECONDS", 0.0)  # every pooled connection counts as idle
+    time.sleep(0.05)
+    assert client.get("/orders/no-such-order").status_code == 404
+    with app.app_context():
+        assert db.session.execute(text("SELECT 1")).scalar() == 1
+        db.session.rollback()
+
+
+def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
+    """The documented command, `gunicorn … wsgi:app`, after `flask db upgrade`."""
+    database = f"sqlite:///{tmp_path}/gunicorn.sqlite3"
+    env = {"ADYEN_ENVIRONMENT": "simulator", "DATABASE_URL": database, "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True, timeout=120,
+    )
+    from tests.test_concurrency_pg import free_port
+
+    port = free_port()
+    env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4", "--timeout", "30",
+            "-b", f"127.0.0.1:{port}", "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert "KNET" in response.text
+    finally:
+        server.terminate()
+        server.wait(15)
