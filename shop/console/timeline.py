@@ -202,10 +202,10 @@ def _event_step(order, event, notifications, known):
             facts.append(("Notification", f"#{notification.id}, {notification.status}"))
             if notification.note:
                 facts.append(("State change it caused", redact.text(notification.note, known=known)))
-            if notification.processed_at and "processed" in event.summary:
+            if notification.processed_at and detail.get("stage") == "processed":
                 duration = int((_utc(notification.processed_at) - _utc(notification.received_at)).total_seconds() * 1000)
                 facts.append(("Processed after", f"{duration} ms (stored, acknowledged, then applied)"))
-            if "received" in event.summary and not detail.get("duplicate"):
+            if detail.get("stage") == "received":
                 blocks.append(("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known)))
         tone = "ok"
     elif kind == "transition":
@@ -217,12 +217,12 @@ def _event_step(order, event, notifications, known):
         why, doc_key = EVENT_WHY.get(kind, ("A step of the order.", "knet"))
         docs = _docs(doc_key)
         if kind == "redirect":
-            facts += [("Method", _method_of(event.summary)), ("URL", redact.text(detail.get("url") or "", known=known))]
-            parameters = _redirect_parameters(order, detail.get("url"), _method_of(event.summary))
+            facts += [("Method", detail.get("method")), ("URL", redact.text(detail.get("url") or "", known=known))]
+            parameters = _redirect_parameters(order, detail.get("url"), detail.get("method"))
             if parameters:
                 facts.append(("Parameters", redact.pretty(parameters, known=known)))
         elif kind == "return":
-            facts += [("Method", detail.get("method") or _method_of(event.summary))]
+            facts += [("Method", detail.get("method"))]
             value = detail.get("redirectResult") or "none"
             # Stored already shortened ("X6XtfGC3!eyJ…"); a longer value is shortened here.
             facts += [("redirectResult", value if value.endswith("…") else redact.shorten(value))]
@@ -255,20 +255,12 @@ def _redirect_parameters(order, url, method):
     return dict(query) or None
 
 
-def _method_of(summary):
-    for method in ("GET", "POST"):
-        if f"by {method}" in summary:
-            return method
-    return ""
-
-
 def _webhook_why(event, detail):
-    summary = event.summary
     if detail.get("replay"):
         return "A developer queued this stored webhook to be applied again; applying it twice is a no-op.", _docs(
             "handle"
         )
-    if "processed" in summary:
+    if detail.get("stage") == "processed":
         return (
             "After the acknowledgement, the background worker applied the stored webhook to the order "
             "(AUTHORISATION true → paid, false → failed, OFFER_CLOSED → expired).",

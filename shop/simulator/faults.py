@@ -290,23 +290,7 @@ def on_webhook_queued(delivery):
     if held is not None:
         delivery.status = DeliveryStatus.HELD
     if take(WEBHOOKS, ("webhook_duplicate",)) is not None:
-        db.session.add(
-            SimWebhookDelivery(
-                payment_id=delivery.payment_id,
-                event_code=delivery.event_code,
-                psp_reference=delivery.psp_reference,
-                merchant_reference=delivery.merchant_reference,
-                success=delivery.success,
-                payload=delivery.payload,
-                target_url=delivery.target_url,
-                status=delivery.status,
-                due_at=delivery.due_at,
-                history=[],
-                duplicate_of=delivery.id,
-                created_at=delivery.created_at,
-                queued_at=delivery.queued_at,
-            )
-        )
+        db.session.add(delivery.duplicate())
     if held is not None and held.remaining == 0:
         # The last of the group: send them all, newest first.
         _release_held(max(as_utc(delivery.due_at), utcnow()))

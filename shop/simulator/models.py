@@ -145,6 +145,15 @@ class SimWebhookDelivery(db.Model):
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    def duplicate(self, **changes):
+        """A second delivery of the same event, as Adyen sometimes sends one (the caller adds it)."""
+        fields = {
+            name: getattr(self, name)
+            for name in ("payment_id", "event_code", "psp_reference", "merchant_reference", "success",
+                         "payload", "target_url", "status", "due_at", "created_at", "queued_at")
+        }
+        return SimWebhookDelivery(**dict(fields, history=[], duplicate_of=self.id, **changes))
+
 
 class SimFault(db.Model):
     """A fault injected into the simulated Adyen (shop/simulator/faults.py): what goes wrong, where,

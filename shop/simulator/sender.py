@@ -228,20 +228,7 @@ def enqueue_duplicate(delivery_id):
     if original is None:
         raise LookupError(f"no simulator webhook delivery {delivery_id}")
     now = utcnow()
-    duplicate = SimWebhookDelivery(
-        payment_id=original.payment_id,
-        event_code=original.event_code,
-        psp_reference=original.psp_reference,
-        merchant_reference=original.merchant_reference,
-        success=original.success,
-        payload=original.payload,
-        target_url=original.target_url,
-        due_at=now,
-        history=[],
-        duplicate_of=original.id,
-        created_at=now,
-        queued_at=now,
-    )
+    duplicate = original.duplicate(status=DeliveryStatus.PENDING, due_at=now, created_at=now, queued_at=now)
     db.session.add(duplicate)
     db.session.commit()
     return duplicate.id

@@ -116,7 +116,7 @@ def store(item, raw_body):
         item.merchant_reference,
         "webhook",
         f"Webhook {item.describe()} received: basic auth and HMAC signature verified; first delivery, {verdict}",
-        {"notification_id": notification_id, "duplicate": False},
+        {"notification_id": notification_id, "stage": "received", "duplicate": False},
         now,
     )
     db.session.commit()
@@ -180,7 +180,7 @@ def _count_duplicate(item):
         "webhook",
         f"Webhook {item.describe()} delivered again (delivery {duplicates + 1}): verified; "
         "a duplicate, acknowledged with no second effect",
-        {"notification_id": notification_id, "duplicate": True},
+        {"notification_id": notification_id, "stage": "duplicate", "duplicate": True},
         utcnow(),
     )
     db.session.commit()
@@ -392,7 +392,7 @@ def _mark_processed(notification, note, order_id, description):
                 "order_id": order_id,
                 "kind": "webhook",
                 "summary": f"Webhook {description} processed: {note}",
-                "detail": {"notification_id": notification.id},
+                "detail": {"notification_id": notification.id, "stage": "processed"},
                 "created_at": utcnow(),
             },
         )
@@ -481,7 +481,7 @@ def requeue(notification_id):
             "webhook",
             f"Webhook {row.event_code} success={'true' if row.success else 'false'} "
             f"(pspReference {row.psp_reference}) replayed by a developer: queued to be applied again",
-            {"notification_id": notification_id, "replay": True},
+            {"notification_id": notification_id, "stage": "replayed", "replay": True},
         )
     db.session.commit()
     return previous
