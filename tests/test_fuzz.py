@@ -303,6 +303,8 @@ def test_signed_webhooks_with_odd_values_are_stored_or_refused_never_500(
     body = json.dumps({"live": "false", "notificationItems": [{"NotificationRequestItem": item}]}).encode()
 
     def stored():
+        if "\x00" in psp + event_code:  # refused by the endpoint, and PostgreSQL cannot even be asked
+            return 0
         with fuzz_app.app_context():
             try:
                 return db.session.execute(
