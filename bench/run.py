@@ -19,7 +19,7 @@ Not a test. What it does (bench/README.md has the figures and what profiling fou
 
 Settings (environment): BENCH_DATABASE_URL, BENCH_WORKERS (2), BENCH_THREADS (8),
 BENCH_SCALE (1.0: multiplies every request count), BENCH_PROFILE=DIR (py-spy records the workers
-during the 16-sender webhook run into DIR; needs `pip install py-spy`).
+during the 16-sender webhook run into DIR).
 Exit status 1 when a request failed or a count is off; the speed targets are reported, not enforced.
 """
 
@@ -578,6 +578,9 @@ def main():
         if server is not None:
             server.stop()
         database.drop()
+        for name in os.listdir(workdir):  # keep gunicorn's log only
+            if name != "gunicorn.log":
+                os.remove(os.path.join(workdir, name))
 
 
 def checkout_settled(app):

@@ -4,12 +4,14 @@ Docs: https://docs.adyen.com/development-resources/webhooks/handle-webhook-event
 ("store the message … acknowledge … then apply your business logic") and
 https://docs.adyen.com/development-resources/webhooks/best-practices (duplicates, any order).
 
-`store` runs in the request: one insert per item, deduplicated by the unique constraint on
-(pspReference, eventCode, success, originalReference). `process_due` runs in the background worker:
-it claims due rows with a conditional UPDATE (pending → processing, attempts + 1, a lease in
-next_attempt_at), so several workers never process one row twice and a worker that died is
-replaced when its lease ends. A failure is retried with a growing delay, at most
-WEBHOOK_MAX_ATTEMPTS times, then the row is "failed" for a person to look at. Nothing is lost.
+`store` runs in the request: one INSERT … ON CONFLICT DO NOTHING per item, deduplicated by the
+unique constraint on (pspReference, eventCode, success, originalReference), and one commit.
+`process_due` runs in the background worker: it claims due rows in batches with a conditional
+UPDATE (pending → processing, attempts + 1, a lease in next_attempt_at), so several workers (threads,
+processes, hosts) never process one row twice and a worker that died is replaced when its lease
+ends; each row is then marked processed in the same transaction as the change it makes to its order.
+A failure is retried with a growing delay, at most WEBHOOK_MAX_ATTEMPTS times, then the row is
+"failed" for a person to look at. Nothing is lost. (bench/README.md: why the statements look so.)
 
 Tunables (app.config, with defaults): WEBHOOK_RETRY_SECONDS (10, doubled each time, at most an
 hour), WEBHOOK_MAX_ATTEMPTS (10), WEBHOOK_LEASE_SECONDS (120).
@@ -290,7 +292,8 @@ def claim_due(limit=CLAIM_BATCH):
 
 
 def claim(notification_id, seen_attempts):
-    """pending (or an expired lease) → processing, atomically. A Claimed snapshot, or None if
+    """One row by id (the console's replay uses it; `process_due` claims in batches with `claim_due`):
+    pending (or an expired lease) → processing, atomically. A Claimed snapshot, or None if
     another worker won it (or it has run out of attempts)."""
     config = current_app.config
     now = utcnow()
