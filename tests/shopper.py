@@ -4,47 +4,13 @@ submits them as a browser would. Used by the end-to-end tests of the payment flo
 import html as html_lib
 import re
 import time
-from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import requests
 
+from shop.console.scenarios import forms_of
+
 GOOD_CARD = {"card_number": "8888880000000001", "expiry_month": "09", "expiry_year": "2030", "pin": "1234"}
-
-
-class _Forms(HTMLParser):
-    """Collects each <form>: its action, method and the default values of its fields."""
-
-    def __init__(self):
-        super().__init__()
-        self.forms = []
-        self._select = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "form":
-            self.forms.append({"action": attrs.get("action", ""), "method": attrs.get("method", "get").upper(), "fields": {}})
-        elif not self.forms:
-            return
-        elif tag == "input" and attrs.get("name") and attrs.get("type") not in ("submit", "radio", "checkbox"):
-            self.forms[-1]["fields"][attrs["name"]] = attrs.get("value", "")
-        elif tag == "input" and attrs.get("type") in ("radio", "checkbox") and "checked" in attrs:
-            self.forms[-1]["fields"][attrs["name"]] = attrs.get("value", "on")
-        elif tag == "select":
-            self._select = attrs.get("name")
-            self.forms[-1]["fields"].setdefault(self._select, "")
-        elif tag == "option" and self._select and "selected" in attrs:
-            self.forms[-1]["fields"][self._select] = attrs.get("value", "")
-
-    def handle_endtag(self, tag):
-        if tag == "select":
-            self._select = None
-
-
-def forms_of(html):
-    parser = _Forms()
-    parser.feed(html)
-    return parser.forms
 
 
 def text_of(html):

@@ -145,7 +145,7 @@ def run(name):
 def _follow_autosubmit(browser, response):
     """Press the button of an auto-submitting POST form (the POST redirect or the POST return)."""
     for _ in range(3):
-        form = next((f for f in _forms(response.text) if f["autosubmit"]), None)
+        form = next((f for f in forms_of(response.text) if f["autosubmit"]), None)
         if form is None:
             return response
         url = urljoin(response.url, form["action"] or response.url)
@@ -154,7 +154,7 @@ def _follow_autosubmit(browser, response):
 
 
 def _form_with(html, field_name):
-    return next((f for f in _forms(html) if field_name in f["fields"]), None)
+    return next((f for f in forms_of(html) if field_name in f["fields"]), None)
 
 
 class _FormParser(HTMLParser):
@@ -168,11 +168,20 @@ class _FormParser(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "form":
-            self.forms.append({"action": attrs.get("action") or "", "autosubmit": "data-autosubmit" in attrs, "fields": {}})
+            self.forms.append(
+                {
+                    "action": attrs.get("action") or "",
+                    "method": (attrs.get("method") or "get").upper(),
+                    "autosubmit": "data-autosubmit" in attrs,
+                    "fields": {},
+                }
+            )
         elif not self.forms:
             return
         elif tag == "input" and attrs.get("name") and attrs.get("type") not in ("submit", "radio", "checkbox"):
             self.forms[-1]["fields"][attrs["name"]] = attrs.get("value") or ""
+        elif tag == "input" and attrs.get("name") and "checked" in attrs:  # a chosen radio button or checkbox
+            self.forms[-1]["fields"][attrs["name"]] = attrs.get("value") or "on"
         elif tag == "select" and attrs.get("name"):
             self._select = attrs["name"]
             self.forms[-1]["fields"].setdefault(self._select, "")
@@ -184,7 +193,8 @@ class _FormParser(HTMLParser):
             self._select = None
 
 
-def _forms(html):
+def forms_of(html):
+    """The forms of a page, as a browser would submit them untouched (also used by the tests' shopper)."""
     parser = _FormParser()
     parser.feed(html or "")
     return parser.forms
