@@ -3,7 +3,7 @@
 import logging
 import secrets
 
-from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
@@ -185,11 +185,7 @@ def go_to_payment(token):
     db.session.commit()
     if attempt.action_method == "POST":
         security.allow_form_action(attempt.action_url)  # CSP form-action: this page posts to KNET
-        response = current_app.make_response(
-            render_template("checkout/redirect_post.html", url=attempt.action_url, data=attempt.action_data)
-        )
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return render_template("checkout/redirect_post.html", url=attempt.action_url, data=attempt.action_data)
     return redirect(attempt.action_url, code=303)
 
 
@@ -257,19 +253,16 @@ def result(token):
     if placed and session.get("checkout_key") == order.checkout_key:
         Cart.from_session().clear()
     can_retry = tone == "bad"
-    response = current_app.make_response(
-        render_template(
-            "checkout/result.html",
-            order=order,
-            tone=tone,
-            title=title,
-            message=message,
-            waiting=waiting,
-            can_retry=can_retry,
-        )
+    # security.py sends these pages with Cache-Control: no-store.
+    return render_template(
+        "checkout/result.html",
+        order=order,
+        tone=tone,
+        title=title,
+        message=message,
+        waiting=waiting,
+        can_retry=can_retry,
     )
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @bp.post("/orders/<token>/pay")

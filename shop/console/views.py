@@ -28,7 +28,6 @@ def _gate():
 
 @bp.after_request
 def _headers(response):
-    response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
     if response.mimetype == "text/html" and not response.direct_passthrough:
         body = response.get_data(as_text=True)
