@@ -10,6 +10,8 @@ import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.webhook_helpers import wait_for  # noqa: F401  (the simulator tests import it from here)
+
 PSP_REFERENCE = re.compile(r"^[A-Z0-9]{16}$")
 API_PATH = "/_sim/checkout/v71"
 PAGE_PATH = "/_sim/knet/kpg/PaymentHTTP.htm"
@@ -23,18 +25,6 @@ GOOD_CARD = {
 }
 
 _references = itertools.count(1)
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    """Poll until `predicate()` is truthy and return its value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def api_headers(live, **extra):
