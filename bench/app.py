@@ -7,18 +7,12 @@ the shop's figures are divided by, served by the same gunicorn, workers and thre
 (204) is what the wrk script sends while it winds down (see bench/wrk.lua).
 """
 
-import os
-
 from flask import Flask, Response, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from shop import create_app
 
-# BENCH_BACKGROUND_WORKER=0: no background loop in the workers (to measure ingestion alone).
-if os.environ.get("BENCH_BACKGROUND_WORKER", "1") == "0":
-    shop = create_app({"ENV": os.environ, "BACKGROUND_WORKER": False})
-else:
-    shop = create_app()
+shop = create_app()
 bare = Flask("bench_bare")
 
 

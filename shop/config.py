@@ -57,6 +57,9 @@ TIMEOUT_DEFAULTS = {
     "WORKER_TIMEOUT": "30",
 }
 
+# How an on/off setting may be written.
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
 _HEX_KEY = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 # Settings whose presence (never value) the configuration doctor reports.
 _REPORTED_PREFIXES = ("ADYEN_", "WEBHOOK_", "PUBLIC_BASE_URL", "SECRET_KEY", "DATABASE_URL", "MAIL_", "CONSOLE_",
@@ -103,6 +106,12 @@ def load_settings(environ=None):
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}.")
         return value
+
+    def flag(name, default):
+        value = get(name, default).lower()
+        if value not in _ON + _OFF:
+            raise ConfigError(f"{name} must be 1 (or true, yes, on) or 0 (or false, no, off).")
+        return value in _ON
 
     def number(name, default):
         try:
@@ -208,9 +217,12 @@ def load_settings(environ=None):
         # Developer console (/console): open in simulator mode; in test and live mode it asks for
         # this password, and in live mode it is off (404) unless CONSOLE_ENABLED is true.
         "CONSOLE_PASSWORD": get("CONSOLE_PASSWORD"),
-        "CONSOLE_ENABLED": get("CONSOLE_ENABLED", "").lower() in ("1", "true", "yes", "on"),
+        "CONSOLE_ENABLED": get("CONSOLE_ENABLED", "").lower() in _ON,
         # Console demo "abandoned": seconds until the simulator closes the unfinished offer.
         "CONSOLE_ABANDON_SECONDS": number("CONSOLE_ABANDON_SECONDS", "3"),
+        # The background loop (shop/worker.py) in a thread of each app process. Off (0) for web
+        # processes when `flask worker` processes do that work beside them.
+        "BACKGROUND_WORKER": flag("BACKGROUND_WORKER", "on"),
         # Adyen calls must end well before a gunicorn worker is killed (see the check above).
         **timeouts,
         # Hardening (shop/security.py): the session cookie, request size, trusted Host names.

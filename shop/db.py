@@ -1,7 +1,8 @@
 """The database: one SQLAlchemy 2 engine through Flask-SQLAlchemy.
 
-SQLite under `instance/` by default, anything SQLAlchemy speaks (PostgreSQL with
-`postgresql+psycopg://…`) through DATABASE_URL. Queries stay portable.
+SQLite under `instance/` by default, or PostgreSQL (`postgresql+psycopg://…`) through DATABASE_URL:
+the two databases the tests run on. Queries stay portable between them; the webhook insert speaks
+their shared SQL directly (shop/webhooks/inbox.py).
 """
 
 import logging
@@ -11,11 +12,13 @@ import time
 import click
 from flask_migrate import Migrate, upgrade
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import Pool
 from sqlalchemy.orm import DeclarativeBase
+
+from shop.config import ConfigError
 
 # The schema is created and changed by Alembic migrations in migrations/ (Flask-Migrate), never by
 # create_all: `flask --app wsgi db upgrade` (run by `make run`, and a deploy step in production).
@@ -87,7 +90,13 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor.close()
 
 
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+
+
 def init_app(app):
+    backend = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
+    if backend not in SUPPORTED_DATABASES:
+        raise ConfigError(f"DATABASE_URL: the shop runs on PostgreSQL (postgresql+psycopg://…) or SQLite, not {backend}.")
     db.init_app(app)
     # render_as_batch: SQLite cannot ALTER most things; Alembic copies the table instead.
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)

@@ -1,13 +1,21 @@
 """A background loop for work that must not hold up a request: processing stored webhooks,
 the simulator's webhook deliveries, sending emails.
 
-Each job claims its rows in the database, so several processes (gunicorn workers, hosts)
-can run the loop at once without doing the same work twice. Tests and the CLI can call
-`run_due_jobs(app)` directly.
+By default each app process runs the loop in a daemon thread. With BACKGROUND_WORKER=0 the web
+processes only answer requests, and `flask --app wsgi worker` runs the loop in a process of its own.
+Each job claims its rows in the database, so several processes (gunicorn workers, `flask worker`
+processes, hosts) can run the loop at once without doing the same work twice. Tests and the CLI
+can call `run_once()` directly.
 """
 
 import logging
+import queue
+import signal
 import threading
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +25,10 @@ class Worker:
         self.app = app
         self.interval = interval
         self.jobs = []  # [(name, callable)]
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        # Wake-ups go through a SimpleQueue, not a threading.Event: its put() may be called from a
+        # signal handler (`flask worker`) without deadlocking the main thread that waits on it.
+        self._wakes = queue.SimpleQueue()
+        self._running = self._stopping = False
         self._thread = None
 
     def register(self, name, job):
@@ -26,16 +36,18 @@ class Worker:
 
     def wake(self):
         """Run the jobs now rather than at the next tick (called after new work is stored)."""
-        self._wake.set()
+        if self._running:  # else no loop runs in this process, and nothing would take the wake-up
+            self._wakes.put(None)
 
     def start(self):
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="shop-worker", daemon=True)
+            self._thread = threading.Thread(target=self.run, name="shop-worker", daemon=True)
             self._thread.start()
 
     def stop(self):
-        self._stop.set()
-        self._wake.set()
+        """Ask the loop to end after its current round (and wait for the thread, if there is one)."""
+        self._stopping = True
+        self._wakes.put(None)
         if self._thread:
             self._thread.join(timeout=10)
 
@@ -47,11 +59,18 @@ class Worker:
                 except Exception:
                     log.exception("background job %s failed; it runs again at the next tick", name)
 
-    def _loop(self):
-        while not self._stop.is_set():
+    def run(self):
+        """Run the jobs every `interval` seconds (sooner when woken) until stop()."""
+        self._running = True
+        while not self._stopping:
             self.run_once()
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            try:
+                self._wakes.get(timeout=self.interval)
+            except queue.Empty:
+                pass
+            while not self._wakes.empty():  # the wake-ups of one round call for one more round
+                self._wakes.get_nowait()
+        self._running = False
 
 
 def init_app(app):
@@ -67,15 +86,40 @@ def init_app(app):
     from shop import mail
 
     worker.register("send emails", mail.send_due)
-    if app.config.get("BACKGROUND_WORKER", True) and not _in_cli_command():
+    app.cli.add_command(worker_command)
+    if app.config["BACKGROUND_WORKER"] and not _in_cli_command():
         worker.start()
+
+
+@click.command("worker")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between rounds of the jobs (default: WORKER_INTERVAL, 1.0).",
+)
+@with_appcontext
+def worker_command(interval):
+    """Run the background jobs in this process until SIGTERM or SIGINT.
+
+    Run it beside web processes started with BACKGROUND_WORKER=0. A signal lets the current
+    round finish.
+    """
+    worker = current_app.extensions["worker"]
+    if interval is not None:
+        worker.interval = interval
+    # The loop runs here, in the main thread, where Python runs signal handlers (init_app starts
+    # no thread inside a `flask` command). The handler only asks the loop to stop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop())
+    names = ", ".join(name for name, _ in worker.jobs)
+    log.info("background worker started: %s, every %s s", names, worker.interval)
+    worker.run()
+    log.info("background worker stopped")
 
 
 def _in_cli_command():
     """True inside a `flask` command other than `flask run` (e.g. `flask db upgrade`): such a
     command serves no requests, and the loop must not query tables that are being migrated."""
-    import click
-
     context = click.get_current_context(silent=True)
     return context is not None and context.info_name != "run"
 

@@ -93,3 +93,10 @@ def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
 def test_malformed_settings_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
+
+
+def test_a_database_other_than_postgresql_or_sqlite_is_refused_by_name():
+    from shop import create_app
+
+    with pytest.raises(ConfigError, match="PostgreSQL .* or SQLite, not mysql"):
+        create_app({"ENV": {"ADYEN_ENVIRONMENT": "simulator"}, "SQLALCHEMY_DATABASE_URI": "mysql://shop@db/shop"})

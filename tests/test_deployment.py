@@ -126,7 +126,7 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
     env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4", "--timeout", "30",
+            sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4", "--timeout", "30", "--reuse-port",
             "-b", f"127.0.0.1:{port}", "wsgi:app",
         ],
         cwd=ROOT,

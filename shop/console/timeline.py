@@ -99,19 +99,19 @@ def build(order):
             select(Notification).where(Notification.merchant_reference == order.reference).order_by(Notification.id)
         ).scalars()
     }
-    seen_notifications = set()
+    received_events = set()  # rows stored before the webhook view stopped writing a "received" event
     events = db.session.execute(
         select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
     ).scalars()
     for event in events:
-        step = _event_step(order, event, notifications, known)
-        notification_id = (event.detail or {}).get("notification_id") if isinstance(event.detail, dict) else None
-        if notification_id:
-            seen_notifications.add(notification_id)
-        steps.append(step)
+        detail = event.detail if isinstance(event.detail, dict) else {}
+        if detail.get("stage") == "received":
+            received_events.add(detail.get("notification_id"))
+        steps.append(_event_step(order, event, notifications, known))
+    # Each stored notification is the step "webhook received": the view writes nothing else.
     for notification in notifications.values():
-        if notification.id not in seen_notifications:
-            steps.append(_notification_step(notification, known))
+        if notification.id not in received_events:
+            steps.append(_received_step(notification, known))
 
     transitions = [s for s in steps if s.kind == "transition"]
     emails = db.session.execute(select(Email).where(Email.order_id == order.id).order_by(Email.id)).scalars()
@@ -299,24 +299,33 @@ def _transition_tone(summary):
     return "wait"
 
 
-def _notification_step(notification, known):
+def _received_step(notification, known):
     at = _utc(notification.received_at)
+    verdict = notification.note if notification.status == "ignored" else "queued for processing"
+    title = (
+        f"Webhook {notification.event_code} success={'true' if notification.success else 'false'} "
+        f"(pspReference {notification.psp_reference}) received: basic auth and HMAC signature verified; "
+        f"first delivery, {verdict}"
+    )
+    facts = [
+        ("Verification", "basic auth and HMAC signature verified (refused webhooks are never stored)"),
+        ("Duplicate", "no: first delivery (deliveries again are shown as they come)"),
+        ("Notification", f"#{notification.id}, {notification.status}"),
+    ]
+    if notification.note:
+        facts.append(("State change it caused", redact.text(notification.note, known=known)))
     return Step(
         at=at,
         kind="webhook",
-        title=f"Webhook {notification.event_code} success={'true' if notification.success else 'false'} "
-        f"(pspReference {notification.psp_reference}) stored",
-        why="A verified webhook for this order's merchant reference.",
+        title=redact.text(title, known=known),
+        why="Adyen reports the payment's outcome to the webhook endpoint; the shop checks basic auth and the "
+        "HMAC signature, stores it, answers [accepted], and applies it afterwards.",
         docs=_docs("webhooks", "hmac"),
         tone="ok",
-        facts=[
-            ("Verification", "basic auth and HMAC signature verified"),
-            ("Duplicates", notification.duplicates),
-            ("Status", notification.status),
-            ("State change it caused", redact.text(notification.note or "", known=known)),
-        ],
-        blocks=[("Webhook body (signature masked)", redact.pretty(notification.raw_body, known=known))],
-        order_key=(at, 1, 0),
+        facts=facts,
+        blocks=[("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known))],
+        # Before the events of the same moment: it was stored before anything was done with it.
+        order_key=(at, 0, notification.id),
     )
 
 

@@ -4,8 +4,8 @@ Docs: https://docs.adyen.com/development-resources/webhooks/handle-webhook-event
 ("store the message … acknowledge … then apply your business logic") and
 https://docs.adyen.com/development-resources/webhooks/best-practices (duplicates, any order).
 
-`store` runs in the request: one INSERT … ON CONFLICT DO NOTHING per item, deduplicated by the
-unique constraint on (pspReference, eventCode, success, originalReference), and one commit.
+`store` runs in the request: one INSERT … ON CONFLICT DO NOTHING per item (shop/webhooks/inbox.py),
+deduplicated by the unique constraint on (pspReference, eventCode, success, originalReference).
 `process_due` runs in the background worker: it claims due rows in batches with a conditional
 UPDATE (pending → processing, attempts + 1, a lease in next_attempt_at), so several workers (threads,
 processes, hosts) never process one row twice and a worker that died is replaced when its lease
@@ -23,11 +23,11 @@ from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, insert, inspect, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from shop.db import db
 from shop.models import Notification, Order, OrderEvent, utcnow
 from shop.orders import state
+from shop.webhooks import inbox
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,12 @@ def ignore_reason(item):
 
 
 def store(item, raw_body):
-    """Store one verified item in its own transaction. A duplicate delivery only counts up.
+    """Store one verified item. A duplicate delivery only counts up.
 
-    Two statements and one commit: INSERT … ON CONFLICT DO NOTHING RETURNING id (the unique
-    constraint on the event decides, also against a delivery being stored at this very moment by
-    another thread or worker, with no exception and so no rolled-back transaction), then the
-    timeline entry, INSERT … SELECT from the order with this merchantReference (if there is one).
-    Raises on a storage failure (the view answers 500 so that Adyen delivers it again).
+    A new event is one INSERT … ON CONFLICT DO NOTHING, committed on its own
+    (shop/webhooks/inbox.py). The order's timeline shows the stored row itself (shop/console/timeline.py), so nothing else
+    is written while Adyen waits for the answer. Raises on a storage failure (the view answers 500
+    so that Adyen delivers it again).
     """
     reason = ignore_reason(item)
     now = utcnow()
@@ -107,55 +106,11 @@ def store(item, raw_body):
         "next_attempt_at": now,
         "received_at": now,
     }
-    # The insert comes first in the transaction: on SQLite it takes the write lock before any read,
-    # so concurrent deliveries queue on busy_timeout instead of failing on a stale snapshot.
-    notification_id = _insert_unless_stored(values)
+    notification_id = inbox.insert(values)
     if notification_id is None:
         # The same event is stored already: acknowledge it and count it, no second effect.
         return _count_duplicate(item)
-    verdict = reason or "queued for processing"
-    _add_event_for_order(
-        item.merchant_reference,
-        "webhook",
-        f"Webhook {item.describe()} received: basic auth and HMAC signature verified; first delivery, {verdict}",
-        {"notification_id": notification_id, "stage": "received", "duplicate": False},
-        now,
-    )
-    db.session.commit()
     return Stored(notification_id, duplicate=False, ignored=bool(reason))
-
-
-_EVENT_KEY = ("psp_reference", "event_code", "success", "original_reference")  # uq_notification_event
-_statements = {}  # dialect name -> the insert below, built (and compiled by SQLAlchemy) once
-
-
-def _insert_unless_stored(values):
-    """The new row's id, or None when the same event is stored already."""
-    connection = db.session.connection()
-    dialect = connection.dialect.name
-    statement = _statements.get(dialect)
-    if statement is None:
-        table = Notification.__table__
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            dialect_insert = None
-        if dialect_insert is None:
-            statement = insert(table).returning(table.c.id)
-        else:
-            statement = dialect_insert(table).on_conflict_do_nothing(index_elements=list(_EVENT_KEY)).returning(table.c.id)
-        _statements[dialect] = statement
-    if dialect in ("postgresql", "sqlite"):
-        return connection.execute(statement, values).scalar()
-    # Any other database: the unique constraint raises instead. The insert is the transaction's
-    # first statement, so rolling the whole transaction back loses nothing else.
-    try:
-        return connection.execute(statement, values).scalar()
-    except IntegrityError:
-        db.session.rollback()
-        return None
 
 
 def _count_duplicate(item):
