@@ -23,7 +23,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 
 from flask import current_app, render_template
 from flask_babel import force_locale, gettext
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
 from shop.db import db
 from shop.i18n import language_of_locale
@@ -55,10 +55,11 @@ SUBJECTS = {
 
 
 def queue_order_email(order, kind):
-    """Add the shopper email for an order outcome to the session (the caller commits)."""
+    """Put the shopper email for an order outcome in the outbox, in the caller's transaction."""
     email = compose_order_email(order, kind)
-    db.session.add(email)
-    return email
+    db.session.execute(
+        insert(Email), {"order_id": email.order_id, "to": email.to, "subject": email.subject, "body": email.body}
+    )
 
 
 def compose_order_email(order, kind):

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from shop import mail
 from shop.db import db
@@ -46,15 +46,18 @@ class ConcurrentUpdate(RuntimeError):
 
 
 def add_event(order_id, kind, summary, detail=None):
-    """Add a step to the order's timeline (in the caller's transaction)."""
-    db.session.add(OrderEvent(order_id=order_id, kind=kind, summary=summary, detail=detail))
+    """Add a step to the order's timeline (in the caller's transaction). A plain INSERT, not an
+    object for the session to flush: the ORM's unit of work cost more than the insert itself."""
+    db.session.execute(insert(OrderEvent), {"order_id": order_id, "kind": kind, "summary": summary, "detail": detail})
 
 
-def compare_and_set(order_id, decide):
+def compare_and_set(order_id, decide, reload=True):
     """Apply `decide(order) -> dict of new column values, or None for no change` atomically.
 
     Reads the order, asks `decide`, writes only if nobody changed the order meanwhile, and
-    retries otherwise. Commits. Returns (order, changes) where changes is None if nothing changed.
+    retries otherwise. Commits. Returns (order, changes) where changes is None if nothing changed;
+    after a change the order is read again, unless `reload` is False (its attributes then load
+    when first read).
     Two optional keys of the dict are not columns: `_events`, a list of (kind, summary, detail) for
     the timeline, and `_after`, a callable(order) run in the same transaction after the write.
     """
@@ -82,7 +85,8 @@ def compare_and_set(order_id, decide):
             if after is not None:
                 after(order)
             db.session.commit()
-            db.session.refresh(order)
+            if reload:
+                db.session.refresh(order)
             return order, changes
         db.session.rollback()
     raise ConcurrentUpdate(f"order {order_id} changed {MAX_CAS_RETRIES} times while being updated")
@@ -292,9 +296,10 @@ def apply_event(order_reference, event, after=None):
         changes["_after"] = in_the_same_transaction
         return changes
 
-    order, changes = compare_and_set(order_id, decide)
+    # Not read again: the webhook processor needs only the order's id, which the commit keeps.
+    order, changes = compare_and_set(order_id, decide, reload=False)
     if changes is not None:
-        log.info("order %s: %s (%s)", order.reference, last["decision"].note, event.describe())
+        log.info("order %s: %s (%s)", order_reference, last["decision"].note, event.describe())
     return Applied(order, changes, last["decision"])
 
 
