@@ -76,6 +76,12 @@ def _hops(value):
     return int(value)
 
 
+def _pool_size(value):
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise ConfigError("DATABASE_POOL_SIZE must be a number of connections from 1 to 100.")
+    return int(value)
+
+
 def load_settings(environ=None):
     """Build the Flask config mapping from environment variables."""
     env = os.environ if environ is None else environ
@@ -237,4 +243,7 @@ def load_settings(environ=None):
         # -Proto, -Host and -Port. 0 (default): none, and those headers are ignored (never trusted
         # from a client). Wires werkzeug's ProxyFix in create_app.
         "PROXY_FIX_HOPS": _hops(get("PROXY_FIX_HOPS", "0")),
+        # PostgreSQL connections each app process keeps open: at least the threads of a gunicorn
+        # worker (8) and its background loop (shop/db.py).
+        "DATABASE_POOL_SIZE": _pool_size(get("DATABASE_POOL_SIZE", "10")),
     }

@@ -88,7 +88,14 @@ def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, value", [("SIMULATOR_WEBHOOK_DELAY", "soon"), ("SIMULATOR_RETURN_METHOD", "PUT"), ("MAIL_PORT", "smtp")]
+    "name, value",
+    [
+        ("SIMULATOR_WEBHOOK_DELAY", "soon"),
+        ("SIMULATOR_RETURN_METHOD", "PUT"),
+        ("MAIL_PORT", "smtp"),
+        ("DATABASE_POOL_SIZE", "many"),
+        ("DATABASE_POOL_SIZE", "0"),
+    ],
 )
 def test_malformed_settings_are_named(name, value):
     with pytest.raises(ConfigError, match=name):

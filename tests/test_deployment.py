@@ -3,6 +3,7 @@ ping, the background loop staying out of `flask` commands, and the WSGI entry po
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +111,28 @@ def test_a_pooled_connection_dropped_while_idle_is_replaced(tmp_path, monkeypatc
     with app.app_context():
         assert db.session.execute(text("SELECT 1")).scalar() == 1
         db.session.rollback()
+
+
+@pytest.mark.skipif(backend() != "postgresql", reason="needs PostgreSQL (TEST_DATABASE_URL)")
+def test_every_thread_of_a_gunicorn_worker_keeps_its_pooled_connection(tmp_path):
+    """Eight threads (a gthread worker's) at once each need a connection; afterwards all eight stay
+    in the pool, so the next requests open none (SQLAlchemy's default pool would keep five)."""
+    app = build_app(tmp_path)
+    together = threading.Barrier(8)
+
+    def request_like():
+        with app.app_context():
+            db.session.execute(text("SELECT 1"))
+            together.wait(10)  # all eight hold their connection at this moment
+            db.session.rollback()
+
+    threads = [threading.Thread(target=request_like) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    with app.app_context():
+        assert db.engine.pool.checkedin() == 8
 
 
 def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
