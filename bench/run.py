@@ -4,22 +4,24 @@ Not a test. What it does (bench/README.md has the figures and what profiling fou
 
 1. A fresh database built from the migrations: a SQLite file, or a new database on the PostgreSQL
    server named by BENCH_DATABASE_URL (dropped at the end).
-2. gunicorn (BENCH_WORKERS gthread workers x BENCH_THREADS threads) serving bench/app.py: the shop,
-   plus a bare Flask endpoint /bench/bare that reads the body and answers "[accepted]": the ceiling.
+2. gunicorn (BENCH_WORKERS gthread workers x BENCH_THREADS threads, --reuse-port, BACKGROUND_WORKER=0)
+   serving bench/app.py: the shop, plus a bare Flask endpoint /bench/bare that reads the body and
+   answers "[accepted]": the ceiling. Beside it one `flask worker` process at nice WORKER_NICE.
 3. Webhook ingestion at 1, 16 and 64 concurrent senders: wrk POSTs pre-signed notifications, each
    unique (one per seeded pending order), to /webhooks/adyen, and the same bodies to /bench/bare.
-   Each is verified (basic auth, HMAC), stored, deduplicated and answered; the background workers
-   then apply it (pending -> paid, one email). Between levels the bench waits for that backlog.
-4. The storefront pages (catalog, cart, checkout, result) against GET /bench/bare, at 16 at once.
+   Each is verified (basic auth, HMAC), stored, deduplicated and answered; the worker process then
+   applies it (pending -> paid, one email). Between levels the bench waits for that backlog.
+4. The storefront pages (catalog, cart, result at 16 at once; checkout at CHECKOUT_CONCURRENCY)
+   against GET /bench/bare at the same concurrency.
 5. Checkout round trips through the simulator: cart -> /payments -> KNET page -> return ->
-   /payments/details -> result page, by 8 shoppers at once (a Python driver: it must read forms),
+   /payments/details -> result page, by SHOPPERS at once (a Python driver: it must read forms),
    against the same number of GET /bench/bare per round trip.
 6. Counts in the database after the run, expected vs found: every accepted webhook stored once,
    applied once, one transition and one email per order; every checkout paid by one delivery.
 
 Settings (environment): BENCH_DATABASE_URL, BENCH_WORKERS (2), BENCH_THREADS (8),
-BENCH_SCALE (1.0: multiplies every request count), BENCH_PROFILE=DIR (py-spy records the workers
-during the 16-sender webhook run into DIR).
+BENCH_SCALE (1.0: multiplies every request count), BENCH_PARTS, BENCH_IN_PROCESS_WORKER,
+BENCH_PROFILE=DIR (py-spy records the workers during the 16-sender webhook run into DIR).
 Exit status 1 when a request failed or a count is off; the speed targets are reported, not enforced.
 """
 
@@ -53,10 +55,10 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 THREADS = int(os.environ.get("BENCH_THREADS", "8"))
 PROFILE_DIR = os.environ.get("BENCH_PROFILE", "").strip()
-# BENCH_IN_PROCESS_WORKER=1: the background loop runs in the gunicorn workers (BACKGROUND_WORKER=1,
-# the default of `make run`) instead of in a `flask worker` process of its own at nice WORKER_NICE.
 # BENCH_PARTS=webhooks: only the webhook figures (the pages and checkout runs take a minute more).
 PARTS = os.environ.get("BENCH_PARTS", "webhooks,pages,checkout").split(",")
+# BENCH_IN_PROCESS_WORKER=1: the background loop runs in the gunicorn workers (BACKGROUND_WORKER=1,
+# the default of `make run`) instead of in a `flask worker` process of its own at nice WORKER_NICE.
 IN_PROCESS_WORKER = os.environ.get("BENCH_IN_PROCESS_WORKER", "0") == "1"
 WORKER_NICE = 10
 
@@ -197,12 +199,9 @@ class Server:
             SECRET_KEY="bench-secret-key",
             SIMULATOR_WEBHOOK_DELAY="0.2",
         )
-        if IN_PROCESS_WORKER:
-            env["BACKGROUND_WORKER"] = "1"
-        else:
-            # As the README deploys it: the web workers only answer; one `flask worker` process,
-            # at a lower CPU priority, applies the webhooks, delivers and sends.
-            env["BACKGROUND_WORKER"] = "0"
+        # As the README deploys it: the web workers only answer; one `flask worker` process, at a
+        # lower CPU priority, applies the webhooks, delivers and sends.
+        env["BACKGROUND_WORKER"] = "1" if IN_PROCESS_WORKER else "0"
         self.log_path = os.path.join(workdir, "gunicorn.log")
         self.log = open(self.log_path, "wb")
         self.command = [

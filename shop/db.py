@@ -100,9 +100,9 @@ def init_app(app):
     if backend == "postgresql":
         # One pooled connection per thread that may need one at once. With SQLAlchemy's default of
         # 5, the 6th to 8th thread of a gunicorn worker opened and closed a connection (a new
-        # PostgreSQL process) on every request: a third of a webhook's cost (bench/README.md).
+        # PostgreSQL process) on every request (bench/README.md).
         options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
-        options.setdefault("pool_size", app.config.get("DATABASE_POOL_SIZE", 10))
+        options.setdefault("pool_size", app.config["DATABASE_POOL_SIZE"])
         options.setdefault("max_overflow", 5)  # a burst beyond it: README, max_connections
     db.init_app(app)
     # render_as_batch: SQLite cannot ALTER most things; Alembic copies the table instead.

@@ -56,14 +56,12 @@ SUBJECTS = {
 
 def queue_order_email(order, kind):
     """Put the shopper email for an order outcome in the outbox, in the caller's transaction."""
-    email = compose_order_email(order, kind)
-    db.session.execute(
-        insert(Email), {"order_id": email.order_id, "to": email.to, "subject": email.subject, "body": email.body}
-    )
+    db.session.execute(insert(Email), compose_order_email(order, kind))
 
 
 def compose_order_email(order, kind):
-    """An unsaved Email for `kind` ("paid", "late_paid", "failed", "expired") about `order`, in its language."""
+    """The Email row (a dict) for `kind` ("paid", "late_paid", "failed", "expired") about `order`,
+    in its language."""
     language = language_of_locale(order.shopper_locale)
     context = {
         "order": order,
@@ -73,12 +71,12 @@ def compose_order_email(order, kind):
         "link": f"{current_app.config['PUBLIC_BASE_URL']}/orders/{order.token}",
     }
     with force_locale(language):
-        return Email(
-            order_id=order.id,
-            to=order.shopper_email,
-            subject=gettext(SUBJECTS[kind], reference=order.reference),
-            body=render_template(f"emails/{kind}.txt", **context),
-        )
+        return {
+            "order_id": order.id,
+            "to": order.shopper_email,
+            "subject": gettext(SUBJECTS[kind], reference=order.reference),
+            "body": render_template(f"emails/{kind}.txt", **context),
+        }
 
 
 def send_due(limit=50):

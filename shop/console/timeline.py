@@ -313,7 +313,8 @@ def _received_step(notification, known):
         ("Notification", f"#{notification.id}, {notification.status}"),
     ]
     if notification.note:
-        facts.append(("State change it caused", redact.text(notification.note, known=known)))
+        label = "Not applied, because" if notification.status == "ignored" else "State change it caused"
+        facts.append((label, redact.text(notification.note, known=known)))
     return Step(
         at=at,
         kind="webhook",
