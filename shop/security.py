@@ -105,18 +105,24 @@ def allow_form_action(url):
         g.setdefault("csp_form_action", []).append(origin)
 
 
-def _add_headers(response):
-    config = current_app.config
-    headers = response.headers
-    headers.setdefault(
-        "Content-Security-Policy", content_security_policy(config, g.get("csp_form_action", ()))
-    )
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    # Cross-site, only the origin: order tokens in our URLs never reach KNET or Adyen.
-    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+def baseline_headers(config, extra_form_action=()):
+    """The headers every answer carries (pages, files, errors, the webhook receiver's plain text)."""
+    headers = [
+        ("Content-Security-Policy", content_security_policy(config, extra_form_action)),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        # Cross-site, only the origin: order tokens in our URLs never reach KNET or Adyen.
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ]
     if config["ADYEN_ENVIRONMENT"] != "simulator" and config["PUBLIC_BASE_URL"].startswith("https://"):
-        headers.setdefault("Strict-Transport-Security", HSTS)
+        headers.append(("Strict-Transport-Security", HSTS))
+    return headers
+
+
+def _add_headers(response):
+    headers = response.headers
+    for name, value in baseline_headers(current_app.config, g.get("csp_form_action", ())):
+        headers.setdefault(name, value)
     if request.path.startswith(NO_STORE_PREFIXES):
         headers["Cache-Control"] = "no-store"
     return response

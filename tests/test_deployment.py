@@ -59,6 +59,20 @@ def test_only_the_last_hops_are_trusted(tmp_path):
     assert seen["remote_addr"] == "203.0.113.7"
 
 
+def test_behind_a_proxy_a_refused_webhook_is_logged_with_the_client_address(tmp_path):
+    """The webhook receiver sits inside ProxyFix, like every page: the rejection log names the
+    client the proxy saw, not the proxy."""
+    app = probe_app(tmp_path, PROXY_FIX_HOPS="1")
+    response = app.test_client().post(
+        "/webhooks/adyen", data=b"{}", headers=FORWARDED, environ_base={"REMOTE_ADDR": "10.0.0.2"}
+    )
+    assert response.status_code == 401
+    with app.app_context():
+        assert db.session.execute(text("SELECT remote_addr, reason FROM webhook_rejections")).all() == [
+            ("203.0.113.7", "no basic auth")
+        ]
+
+
 @pytest.mark.parametrize("value", ["-1", "one", "9"])
 def test_a_wrong_proxy_hops_setting_stops_start_up(value):
     with pytest.raises(ConfigError, match="PROXY_FIX_HOPS"):

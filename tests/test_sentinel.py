@@ -94,7 +94,7 @@ def test_no_secret_reaches_a_response_a_log_or_the_store(live_server_factory, ca
         assert leaks(response.content.decode("utf-8", "replace")) == [], where
 
     records = caplog.records
-    assert {"werkzeug", "urllib3.connectionpool", "shop.adyen.client", "shop.webhooks.views"} <= {
+    assert {"werkzeug", "urllib3.connectionpool", "shop.adyen.client", "shop.webhooks.receiver"} <= {
         record.name for record in records
     }, "the flow should have been logged at DEBUG by every layer"
     for record in records:

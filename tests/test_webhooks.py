@@ -93,7 +93,33 @@ def test_no_redirect_with_or_without_trailing_slash(shared_server, path):
 
 def test_get_is_not_allowed(shared_server):
     for path in ("/webhooks/adyen", "/webhooks/adyen/"):
-        assert requests.get(shared_server.url + path, allow_redirects=False, timeout=5).status_code == 405
+        response = requests.get(shared_server.url + path, allow_redirects=False, timeout=5)
+        assert response.status_code == 405
+        assert response.headers["Allow"] == "POST"
+        assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def test_an_unexpected_error_is_a_plain_500_that_adyen_retries(live_server, monkeypatch, caplog):
+    """A bug between the checks and the insert: Adyen gets a bare 500 (and delivers again later),
+    never a stack trace or the exception's text; the log gets the trace."""
+    from shop.webhooks import receiver
+
+    def broken(_body):
+        raise RuntimeError("an internal detail")
+
+    monkeypatch.setattr(receiver.parsing, "parse", broken)
+    app = live_server.app
+    reference = make_order(app)
+    response = post(live_server, envelope(item(app, reference)))
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert notifications(app) == []
+    assert "an internal detail" in caplog.text and "Traceback" in caplog.text
+
+    monkeypatch.undo()
+    assert post(live_server, envelope(item(app, reference))).text == "[accepted]"
+    wait_for(lambda: order_status(app, reference) == "paid")
 
 
 def test_failed_authorisation_cancels_the_order(live_server):

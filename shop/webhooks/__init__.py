@@ -1,7 +1,9 @@
-"""POST /webhooks/adyen: verify, store, acknowledge; processing happens in the background."""
+"""POST /webhooks/adyen: verify, store, acknowledge (receiver.py); processing happens in the
+background (processing.py)."""
 
-from flask import Blueprint
 
-bp = Blueprint("webhooks", __name__)
+def init_app(app):
+    """Answer the webhook path in front of Flask (shop/webhooks/receiver.py says why)."""
+    from shop.webhooks.receiver import Receiver
 
-from shop.webhooks import views  # noqa: E402,F401
+    app.wsgi_app = Receiver(app, app.wsgi_app)

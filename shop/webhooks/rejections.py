@@ -7,7 +7,6 @@ the newest KEEP rows. Writing it never changes the answer: a failure here is log
 
 import logging
 
-from flask import request
 from sqlalchemy import delete, select
 
 from shop.db import db
@@ -18,17 +17,15 @@ log = logging.getLogger(__name__)
 KEEP = 200
 
 
-def record(reason, status_code, body_size=None):
+def record(reason, status_code, remote_addr, body_size):
     """Log one refusal, in its own transaction, and drop the rows beyond the newest KEEP."""
-    if body_size is None:
-        body_size = request.content_length
     try:
         db.session.rollback()
         db.session.add(
             WebhookRejection(
                 reason=reason[:64],
                 status_code=status_code,
-                remote_addr=(request.remote_addr or "")[:64] or None,
+                remote_addr=(remote_addr or "")[:64] or None,
                 body_size=body_size,
             )
         )

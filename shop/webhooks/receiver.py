@@ -1,0 +1,185 @@
+"""POST /webhooks/adyen: check basic auth, the body and every item's HMAC, store, answer [accepted].
+
+Docs: https://docs.adyen.com/development-resources/webhooks
+      https://docs.adyen.com/development-resources/webhooks/secure-webhooks/verify-hmac-signatures
+      https://docs.adyen.com/development-resources/webhooks/handle-webhook-events
+
+Adyen needs an answer within 10 seconds and never follows redirects. So this only verifies and
+stores; the business logic runs afterwards in the background worker (processing.process_due),
+woken as soon as the rows are committed. Answers, in plain text:
+  200 [accepted]  stored (or a duplicate of a stored event, or a test/unhandled event)
+  401             basic auth or an HMAC signature is missing or wrong
+  400             the body is not a Standard webhook, or is for another merchant account or
+                  environment; or the Host header is not one of the shop's names
+  405             not a POST
+  413             the body is too large
+  500             the database could not store it: Adyen delivers it again later
+Nothing is stored unless every item of the body passes; a refusal leaves one line in
+webhook_rejections (reason, address, size: never the body or a header) for the developer console.
+Log lines carry references, eventCode and success only: never the body, a signature, a key, a
+password or the Authorization header.
+
+Why a WSGI callable in front of Flask rather than a Flask view: this is the one address a program
+calls, and at volume. It needs nothing of what Flask's request context gives the shop's pages (the
+session, CSRF, the shopper's language, templates, URL building), and in `make bench` that machinery
+cost about as much CPU as verifying and storing the webhook (bench/README.md). So `Receiver`
+answers these two paths itself, inside an app context (config, database, logging), and hands every
+other request to Flask unchanged. It keeps what the shop's hooks give every answer: the Host
+allowlist, the size limit, the security headers and errors without a stack trace.
+"""
+
+import hmac
+import logging
+
+from werkzeug.exceptions import RequestEntityTooLarge, SecurityError
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Request
+
+from shop import security, worker
+from shop.adyen import signature
+from shop.webhooks import parsing, processing, rejections
+
+log = logging.getLogger(__name__)
+
+# Both spellings are answered the same, so that neither is ever answered with a redirect.
+PATHS = frozenset(("/webhooks/adyen", "/webhooks/adyen/"))
+# A Standard webhook is about 1 KB; anything far bigger is not one.
+MAX_BODY_BYTES = 64 * 1024
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="Adyen webhooks"'}
+
+
+class Refused(Exception):
+    """A request this endpoint does not accept: the answer, and what the rejection log keeps."""
+
+    def __init__(self, status, text, reason=None, body_size=None, headers=None):
+        super().__init__(text)
+        self.status, self.text, self.reason, self.body_size, self.headers = status, text, reason, body_size, headers
+
+
+class Receiver:
+    """WSGI middleware: POST /webhooks/adyen[/] is answered here, anything else goes to `wsgi_app`."""
+
+    def __init__(self, app, wsgi_app):
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") not in PATHS:
+            return self.wsgi_app(environ, start_response)
+        request = Request(environ)
+        headers = {}
+        with self.app.app_context():
+            config = self.app.config
+            try:
+                status, text = 200, receive(request, self.app)
+            except Refused as refusal:
+                status, text, headers = refusal.status, refusal.text, refusal.headers or {}
+                if refusal.reason:
+                    size = request.content_length if refusal.body_size is None else refusal.body_size
+                    rejections.record(refusal.reason, status, request.remote_addr, size)
+            except Exception:  # noqa: BLE001 - a bug must not show Adyen a stack trace; it retries a 500
+                log.exception("webhook: unexpected error, answering 500")
+                status, text = 500, HTTP_STATUS_CODES[500]
+            body = text.encode("utf-8")
+            answer = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+            answer += security.baseline_headers(config)
+            answer += headers.items()
+        start_response(f"{status} {HTTP_STATUS_CODES[status]}", answer)
+        return [body]
+
+
+def receive(request, app):
+    """Verify and store one delivery; "[accepted]", or raise Refused."""
+    config = app.config
+    request.trusted_hosts = config["TRUSTED_HOSTS"]
+    try:
+        request.host  # checked against TRUSTED_HOSTS, as Flask does for every page
+    except SecurityError:
+        raise Refused(400, HTTP_STATUS_CODES[400]) from None
+    if request.method != "POST":
+        raise Refused(405, HTTP_STATUS_CODES[405], headers={"Allow": "POST"})
+
+    if request.authorization is None:
+        log.warning("webhook refused: no basic auth")
+        raise Refused(401, "unauthorized", "no basic auth", headers=CHALLENGE)
+    if not _credentials_match(request.authorization, config):
+        log.warning("webhook refused: wrong basic auth credentials")
+        raise Refused(401, "unauthorized", "bad basic auth", headers=CHALLENGE)
+
+    request.max_content_length = MAX_BODY_BYTES
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        log.warning("webhook refused: body larger than %d bytes", MAX_BODY_BYTES)
+        raise Refused(413, "body too large", "body too large") from None
+
+    try:
+        envelope = parsing.parse(body)
+    except parsing.Malformed as exc:
+        log.warning("webhook refused: malformed body (%s)", exc)
+        raise Refused(400, f"malformed notification: {exc}", "malformed body", len(body)) from None
+
+    # Every item must be signed with our key (or the previous one, while a key is rotated).
+    keys = [config.get("ADYEN_HMAC_KEY"), config.get("ADYEN_HMAC_KEY_PREVIOUS")]
+    for item in envelope.items:
+        if not signature.is_valid(item.raw, keys):
+            log.warning(
+                "webhook refused: invalid HMAC signature for pspReference=%r eventCode=%r merchantReference=%r",
+                item.psp_reference,
+                item.event_code,
+                item.merchant_reference,
+            )
+            raise Refused(401, "invalid signature", "bad signature", len(body))
+
+    # Signed by Adyen, but is it meant for this shop? A test-environment event must not move a live order.
+    expected_live = "true" if config["ADYEN_ENVIRONMENT"] == "live" else "false"
+    if envelope.live != expected_live:
+        log.warning(
+            "webhook refused: live=%s but this shop runs in %s mode", envelope.live, config["ADYEN_ENVIRONMENT"]
+        )
+        raise Refused(400, "wrong environment", "wrong environment", len(body))
+    for item in envelope.items:
+        if item.merchant_account != config["ADYEN_MERCHANT_ACCOUNT"]:
+            log.warning(
+                "webhook refused: merchantAccountCode=%r is not ours (pspReference=%r)",
+                item.merchant_account,
+                item.psp_reference,
+            )
+            raise Refused(400, "wrong merchant account", "wrong merchant account", len(body))
+
+    raw_body = body.decode("utf-8")
+    new_work = False
+    for item in envelope.items:
+        try:
+            stored = processing.store(item, raw_body)
+        except Exception as exc:  # noqa: BLE001 - a 5xx makes Adyen deliver it again later
+            log.error(
+                "webhook NOT stored, answering 500 so that Adyen retries: pspReference=%r eventCode=%r (%s)",
+                item.psp_reference,
+                item.event_code,
+                processing.describe_error(exc),
+            )
+            raise Refused(500, "could not store the notification") from None
+        new_work = new_work or not (stored.duplicate or stored.ignored)
+        log.info(
+            "webhook accepted: pspReference=%r eventCode=%r success=%s merchantReference=%r%s",
+            item.psp_reference,
+            item.event_code,
+            "true" if item.success else "false",
+            item.merchant_reference,
+            " (duplicate)" if stored.duplicate else " (ignored)" if stored.ignored else "",
+        )
+
+    if new_work:
+        worker.wake(app)
+    return "[accepted]"
+
+
+def _credentials_match(auth, config):
+    """Constant-time check of the basic-auth pair; fails closed when none is configured."""
+    username, password = config.get("WEBHOOK_USERNAME"), config.get("WEBHOOK_PASSWORD")
+    if not username or not password or auth.type != "basic":
+        return False
+    user_ok = hmac.compare_digest((auth.username or "").encode("utf-8"), username.encode("utf-8"))
+    password_ok = hmac.compare_digest((auth.password or "").encode("utf-8"), password.encode("utf-8"))
+    return user_ok and password_ok
