@@ -56,7 +56,7 @@ SUBJECTS = {
 
 def queue_order_email(order, kind):
     """Put the shopper email for an order outcome in the outbox, in the caller's transaction."""
-    db.session.execute(insert(Email), compose_order_email(order, kind))
+    db.session.execute(insert(Email.__table__), compose_order_email(order, kind))  # Core: see state.add_event
 
 
 def compose_order_email(order, kind):

@@ -333,15 +333,15 @@ def _finish(notification, note, order_id, description=None):
 def _mark_processed(notification, note, order_id, description):
     """The UPDATE (and timeline entry) of `_finish`, in the caller's transaction. True if this
     worker still held the claim."""
+    notifications = Notification.__table__  # Core, as state.add_event
     done = db.session.execute(
-        update(Notification)
+        update(notifications)
         .where(
-            Notification.id == notification.id,
-            Notification.status == PROCESSING,
-            Notification.attempts == notification.attempts,
+            notifications.c.id == notification.id,
+            notifications.c.status == PROCESSING,
+            notifications.c.attempts == notification.attempts,
         )
-        .values(status=PROCESSED, processed_at=utcnow(), note=note, last_error=None),
-        execution_options={"synchronize_session": False},
+        .values(status=PROCESSED, processed_at=utcnow(), note=note, last_error=None)
     ).rowcount
     if done == 1 and order_id is not None:
         db.session.execute(
