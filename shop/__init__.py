@@ -3,7 +3,7 @@
 Rooms, each with one job (data flows views → services → client/store, never back up):
   storefront/  catalog and cart
   checkout/    checkout form, /paymentMethods, /payments, redirect, return, result page
-  webhooks/    POST /webhooks/adyen: verify, store, acknowledge, process
+  webhooks/    POST /webhooks/adyen: verify, store, acknowledge (in front of Flask), process
   orders/      the order state machine, applied from the return and from webhooks
   adyen/       the Checkout API client and the webhook HMAC scheme
   simulator/   Adyen's test API, the KNET page and the webhook sender, offline (simulator mode only)
