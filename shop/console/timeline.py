@@ -99,7 +99,7 @@ def build(order):
             select(Notification).where(Notification.merchant_reference == order.reference).order_by(Notification.id)
         ).scalars()
     }
-    received_events = set()  # rows stored before the webhook view stopped writing a "received" event
+    received_events = set()  # older rows: the endpoint used to write a "received" event too
     events = db.session.execute(
         select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
     ).scalars()
@@ -108,7 +108,7 @@ def build(order):
         if detail.get("stage") == "received":
             received_events.add(detail.get("notification_id"))
         steps.append(_event_step(order, event, notifications, known))
-    # Each stored notification is the step "webhook received": the view writes nothing else.
+    # Each stored notification is the step "webhook received": the receiver writes nothing else.
     for notification in notifications.values():
         if notification.id not in received_events:
             steps.append(_received_step(notification, known))

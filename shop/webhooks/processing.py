@@ -82,7 +82,7 @@ def store(item, raw_body):
     A new event is one INSERT … ON CONFLICT DO NOTHING, committed on its own
     (shop/webhooks/inbox.py). The order's timeline shows the stored row itself
     (shop/console/timeline.py), so nothing else is written while Adyen waits for the answer.
-    Raises on a storage failure (the view answers 500 so that Adyen delivers it again).
+    Raises on a storage failure (the receiver answers 500 so that Adyen delivers it again).
     """
     reason = ignore_reason(item)
     now = utcnow()
