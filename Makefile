@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test browser translations clean migration db-upgrade bench screenshots
+.PHONY: run test lint browser translations clean migration db-upgrade bench screenshots
 
 # The compiled translations (.mo), built from the committed .po files; never committed.
 MO_FILES := $(patsubst %.po,%.mo,$(wildcard shop/translations/*/LC_MESSAGES/messages.po))
@@ -26,6 +26,11 @@ test: $(BIN)/.installed browser $(MO_FILES)
 	env -u TEST_DATABASE_URL $(BIN)/python -m pytest
 	@if [ -n "$$TEST_DATABASE_URL" ]; then echo "== The same tests on PostgreSQL (TEST_DATABASE_URL)"; \
 		$(BIN)/python -m pytest; fi
+
+## Lint and format check (settings in pyproject.toml); `ruff format .` fixes the formatting.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## Create or update the tables (DATABASE_URL, default instance/shop.sqlite3) to the newest migration.
 db-upgrade: $(BIN)/.installed

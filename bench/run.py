@@ -76,9 +76,12 @@ WRK_LIMIT_SECONDS = 120
 
 MERCHANT = SIMULATOR_DEFAULTS["ADYEN_MERCHANT_ACCOUNT"]
 HMAC_KEY = SIMULATOR_DEFAULTS["ADYEN_HMAC_KEY"]
-WEBHOOK_AUTH = "Basic " + base64.b64encode(
-    f"{SIMULATOR_DEFAULTS['WEBHOOK_USERNAME']}:{SIMULATOR_DEFAULTS['WEBHOOK_PASSWORD']}".encode()
-).decode()
+WEBHOOK_AUTH = (
+    "Basic "
+    + base64.b64encode(
+        f"{SIMULATOR_DEFAULTS['WEBHOOK_USERNAME']}:{SIMULATOR_DEFAULTS['WEBHOOK_PASSWORD']}".encode()
+    ).decode()
+)
 
 
 def scaled(n):
@@ -205,9 +208,22 @@ class Server:
         self.log_path = os.path.join(workdir, "gunicorn.log")
         self.log = open(self.log_path, "wb")
         self.command = [
-            sys.executable, "-m", "gunicorn",
-            "--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS),
-            "--bind", f"127.0.0.1:{self.port}", "--timeout", "30", "--backlog", "2048", "--reuse-port",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(WORKERS),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(THREADS),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--timeout",
+            "30",
+            "--backlog",
+            "2048",
+            "--reuse-port",
             "bench.app:app",
         ]
         self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -215,7 +231,11 @@ class Server:
         if not IN_PROCESS_WORKER:
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--interval", "0.2"],
-                cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(WORKER_NICE),
+                cwd=ROOT,
+                env=env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.nice(WORKER_NICE),
             )
         deadline = time.monotonic() + 30
         while True:
@@ -250,8 +270,22 @@ class Server:
 def wrk(url, method, path, count, connections, bodies="", authorization="", cookie=""):
     """Run wrk for exactly `count` requests; its counts and latencies (ms) and the rate (1/s)."""
     command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{WRK_LIMIT_SECONDS}s", "--timeout", "10s",
-        "-s", str(ROOT / "bench" / "wrk.lua"), url, "--", method, path, str(count), bodies, authorization, cookie,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{WRK_LIMIT_SECONDS}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(ROOT / "bench" / "wrk.lua"),
+        url,
+        "--",
+        method,
+        path,
+        str(count),
+        bodies,
+        authorization,
+        cookie,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     output = []
@@ -317,7 +351,19 @@ class Profile:
             out = os.path.join(PROFILE_DIR, f"{name}-{pid}.txt")
             self.processes.append(
                 subprocess.Popen(
-                    [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--output", out, "--nonblocking"],
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "250",
+                        "--output",
+                        out,
+                        "--nonblocking",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -451,8 +497,22 @@ def bench_checkout(server, results):
     durations = sorted(t for t, _ in trips)
     errors = sum(1 for _, ok in trips if not ok)
     results.append(("checkout round trips/s", total / shop_seconds, total / bare_seconds, "higher"))
-    results.append(("checkout round trip p50 ms", percentile(durations, 50) * 1000, percentile(sorted(bare_trips), 50) * 1000, "lower"))
-    results.append(("checkout round trip p99 ms", percentile(durations, 99) * 1000, percentile(sorted(bare_trips), 99) * 1000, "lower"))
+    results.append(
+        (
+            "checkout round trip p50 ms",
+            percentile(durations, 50) * 1000,
+            percentile(sorted(bare_trips), 50) * 1000,
+            "lower",
+        )
+    )
+    results.append(
+        (
+            "checkout round trip p99 ms",
+            percentile(durations, 99) * 1000,
+            percentile(sorted(bare_trips), 99) * 1000,
+            "lower",
+        )
+    )
     results.append(("checkout: errors", errors, 0, "zero"))
     print(
         f"  {total} round trips of {per_trip} requests: {total / shop_seconds:.1f}/s "
@@ -489,23 +549,86 @@ def count_effects(app, webhooks_accepted, webhook_references, round_trips):
         checkout_ids = select(Order.id).where(checkout_orders).scalar_subquery()
         rows = [
             ("webhooks stored (one row per notification)", webhooks_accepted, n(select(func.count()).where(bench))),
-            ("webhooks stored twice (duplicates counted)", 0, n(select(func.coalesce(func.sum(Notification.duplicates), 0)).where(bench))),
+            (
+                "webhooks stored twice (duplicates counted)",
+                0,
+                n(select(func.coalesce(func.sum(Notification.duplicates), 0)).where(bench)),
+            ),
             (
                 "webhooks applied once (processed, 1 attempt)",
                 webhooks_accepted,
                 n(select(func.count()).where(bench, Notification.status == "processed", Notification.attempts == 1)),
             ),
-            ("their orders paid", webhooks_accepted, n(select(func.count()).select_from(Order).where(Order.reference.in_(used), Order.status == "paid"))),
-            ("their transitions pending → paid", webhooks_accepted, n(select(func.count()).select_from(OrderEvent).where(OrderEvent.order_id.in_(used_ids), OrderEvent.kind == "transition"))),
-            ("their emails", webhooks_accepted, n(select(func.count()).select_from(Email).where(Email.order_id.in_(used_ids)))),
-            ("seeded orders never sent a webhook, still pending", len(webhook_references) - webhooks_accepted, n(select(func.count()).select_from(Order).where(Order.checkout_key.like("bench-%"), Order.status == "pending"))),
+            (
+                "their orders paid",
+                webhooks_accepted,
+                n(select(func.count()).select_from(Order).where(Order.reference.in_(used), Order.status == "paid")),
+            ),
+            (
+                "their transitions pending → paid",
+                webhooks_accepted,
+                n(
+                    select(func.count())
+                    .select_from(OrderEvent)
+                    .where(OrderEvent.order_id.in_(used_ids), OrderEvent.kind == "transition")
+                ),
+            ),
+            (
+                "their emails",
+                webhooks_accepted,
+                n(select(func.count()).select_from(Email).where(Email.order_id.in_(used_ids))),
+            ),
+            (
+                "seeded orders never sent a webhook, still pending",
+                len(webhook_references) - webhooks_accepted,
+                n(
+                    select(func.count())
+                    .select_from(Order)
+                    .where(Order.checkout_key.like("bench-%"), Order.status == "pending")
+                ),
+            ),
             ("checkout orders", round_trips, n(select(func.count()).select_from(Order).where(checkout_orders))),
-            ("checkout orders paid", round_trips, n(select(func.count()).select_from(Order).where(checkout_orders, Order.status == "paid"))),
-            ("checkout transitions (created → pending → paid)", 2 * round_trips, n(select(func.count()).select_from(OrderEvent).where(OrderEvent.order_id.in_(checkout_ids), OrderEvent.kind == "transition"))),
-            ("checkout emails", round_trips, n(select(func.count()).select_from(Email).where(Email.order_id.in_(checkout_ids)))),
-            ("simulator webhooks delivered once", round_trips, n(select(func.count()).select_from(SimWebhookDelivery).where(SimWebhookDelivery.status == "delivered", SimWebhookDelivery.attempts == 1))),
+            (
+                "checkout orders paid",
+                round_trips,
+                n(select(func.count()).select_from(Order).where(checkout_orders, Order.status == "paid")),
+            ),
+            (
+                "checkout transitions (created → pending → paid)",
+                2 * round_trips,
+                n(
+                    select(func.count())
+                    .select_from(OrderEvent)
+                    .where(OrderEvent.order_id.in_(checkout_ids), OrderEvent.kind == "transition")
+                ),
+            ),
+            (
+                "checkout emails",
+                round_trips,
+                n(select(func.count()).select_from(Email).where(Email.order_id.in_(checkout_ids))),
+            ),
+            (
+                "simulator webhooks delivered once",
+                round_trips,
+                n(
+                    select(func.count())
+                    .select_from(SimWebhookDelivery)
+                    .where(SimWebhookDelivery.status == "delivered", SimWebhookDelivery.attempts == 1)
+                ),
+            ),
             ("simulator webhooks in all", round_trips, n(select(func.count()).select_from(SimWebhookDelivery))),
-            ("checkout webhooks stored and applied once", round_trips, n(select(func.count()).where(~bench, Notification.status == "processed", Notification.attempts == 1, Notification.duplicates == 0))),
+            (
+                "checkout webhooks stored and applied once",
+                round_trips,
+                n(
+                    select(func.count()).where(
+                        ~bench,
+                        Notification.status == "processed",
+                        Notification.attempts == 1,
+                        Notification.duplicates == 0,
+                    )
+                ),
+            ),
         ]
         db.session.rollback()
     return rows
@@ -551,7 +674,11 @@ def targets(results):
     p99, _ = found["webhooks, 16 senders: p99 ms"]
     errors = sum(value for figure, (value, _) in found.items() if figure.endswith("errors"))
     lines = [
-        ("webhook ingestion ≥ half the bare endpoint's throughput (16 senders)", rate >= 0.5 * bare_rate, f"{rate / bare_rate:.2f}"),
+        (
+            "webhook ingestion ≥ half the bare endpoint's throughput (16 senders)",
+            rate >= 0.5 * bare_rate,
+            f"{rate / bare_rate:.2f}",
+        ),
         ("webhook p99 < 50 ms at 16 senders", p99 < 50, f"{p99:.1f} ms"),
         ("zero errors", errors == 0, str(errors)),
     ]
@@ -571,10 +698,11 @@ def main():
         total_webhooks = sum(scaled(n) for _, n in LEVELS)
         references = seed_orders(database.app, total_webhooks)
         server = Server(database.url, workdir)
+        loop = "in the gunicorn workers" if IN_PROCESS_WORKER else f"a flask worker process at nice {WORKER_NICE}"
         setup = (
             f"gunicorn: {WORKERS} gthread workers x {THREADS} threads on 127.0.0.1; {database.label}; "
             f"{os.cpu_count()} cores; load: wrk -t1 (webhooks, pages), {SHOPPERS} Python shoppers (checkout); "
-            f"background loop: {'in the gunicorn workers' if IN_PROCESS_WORKER else f'a flask worker process at nice {WORKER_NICE}'}; "
+            f"background loop: {loop}; "
             f"load average before: {os.getloadavg()[0]:.1f}"
         )
         print(setup, flush=True)

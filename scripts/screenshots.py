@@ -36,9 +36,13 @@ OUTCOMES = [
 def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     OUT.mkdir(parents=True, exist_ok=True)
-    server = LiveServer(Path(tempfile.mkdtemp()), ENV={"SIMULATOR_WEBHOOK_DELAY": "600", "SIMULATOR_PENDING_DELAY": "600"})
+    server = LiveServer(
+        Path(tempfile.mkdtemp()), ENV={"SIMULATOR_WEBHOOK_DELAY": "600", "SIMULATOR_PENDING_DELAY": "600"}
+    )
     # The demo's webhook comes at once, so the timeline shows a paid order.
-    launch = {"args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]}
+    launch = {
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+    }
     if SYSTEM_CHROMIUM:
         launch["executable_path"] = SYSTEM_CHROMIUM
     try:

@@ -60,9 +60,9 @@ def create_app(test_config=None):
     money.init_app(app)
     services.init_app(app)
 
-    from shop.storefront import bp as storefront_bp
-    from shop.checkout import bp as checkout_bp
     from shop import webhooks
+    from shop.checkout import bp as checkout_bp
+    from shop.storefront import bp as storefront_bp
 
     app.register_blueprint(storefront_bp)
     app.register_blueprint(checkout_bp)

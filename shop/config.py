@@ -62,8 +62,19 @@ _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 _HEX_KEY = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 # Settings whose presence (never value) the configuration doctor reports.
-_REPORTED_PREFIXES = ("ADYEN_", "WEBHOOK_", "PUBLIC_BASE_URL", "SECRET_KEY", "DATABASE_URL", "MAIL_", "CONSOLE_",
-                      "SIMULATOR_", "KNET_", "SHOPPER_", "PORT")
+_REPORTED_PREFIXES = (
+    "ADYEN_",
+    "WEBHOOK_",
+    "PUBLIC_BASE_URL",
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "MAIL_",
+    "CONSOLE_",
+    "SIMULATOR_",
+    "KNET_",
+    "SHOPPER_",
+    "PORT",
+)
 
 
 class ConfigError(RuntimeError):
@@ -103,8 +114,7 @@ def load_settings(environ=None):
             missing.append("ADYEN_LIVE_URL_PREFIX")
         if missing:
             raise ConfigError(
-                f"ADYEN_ENVIRONMENT={mode} needs these settings in the environment or .env: "
-                + ", ".join(missing)
+                f"ADYEN_ENVIRONMENT={mode} needs these settings in the environment or .env: " + ", ".join(missing)
             )
 
     def choice(name, allowed):

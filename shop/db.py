@@ -15,8 +15,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.pool import Pool
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import Pool
 
 from shop.config import ConfigError
 
@@ -75,7 +75,7 @@ def _ping_if_idle(dbapi_connection, record, _proxy):
             cursor.close()
         # psycopg opens a transaction for the SELECT; end it so the connection is handed out clean.
         dbapi_connection.rollback()
-    except Exception as error:  # noqa: BLE001 - any failure: throw this connection away, take another
+    except Exception as error:  # any failure: throw this connection away, take another
         raise DisconnectionError("an idle pooled connection did not answer a ping") from error
 
 
@@ -96,7 +96,9 @@ SUPPORTED_DATABASES = ("sqlite", "postgresql")
 def init_app(app):
     backend = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name()
     if backend not in SUPPORTED_DATABASES:
-        raise ConfigError(f"DATABASE_URL: the shop runs on PostgreSQL (postgresql+psycopg://…) or SQLite, not {backend}.")
+        raise ConfigError(
+            f"DATABASE_URL: the shop runs on PostgreSQL (postgresql+psycopg://…) or SQLite, not {backend}."
+        )
     if backend == "postgresql":
         # One pooled connection per thread that may need one at once. With SQLAlchemy's default of
         # 5, the 6th to 8th thread of a gunicorn worker opened and closed a connection (a new

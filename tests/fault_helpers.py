@@ -55,7 +55,9 @@ def api_calls(server, endpoint=None):
 
 
 def count(server, model, *where):
-    return in_context(server, lambda: db.session.execute(select(func.count()).select_from(model).where(*where)).scalar())
+    return in_context(
+        server, lambda: db.session.execute(select(func.count()).select_from(model).where(*where)).scalar()
+    )
 
 
 def the_order(server):

@@ -50,14 +50,14 @@ class Shopper:
     def checkout_page(self):
         return self.get("/checkout")
 
-    def place_order(self, first_name="Fatima", last_name="Al-Sabah", email="fatima@example.com", phone="5000 0000", **kw):
+    def place_order(
+        self, first_name="Fatima", last_name="Al-Sabah", email="fatima@example.com", phone="5000 0000", **kw
+    ):
         """Fill the checkout form and press Pay; returns the response where the redirects end."""
         page = self.checkout_page()
         assert page.status_code == 200, page.text
         form_index = next(i for i, f in enumerate(forms_of(page.text)) if "first_name" in f["fields"])
-        return self.submit(
-            page, form_index, first_name=first_name, last_name=last_name, email=email, phone=phone, **kw
-        )
+        return self.submit(page, form_index, first_name=first_name, last_name=last_name, email=email, phone=phone, **kw)
 
     def pay_on_knet(self, knet_page, action="submit", bank="KNET1", **card):
         """Fill the KNET page and press Submit (or Cancel); follows the way back to the shop.
@@ -67,7 +67,7 @@ class Shopper:
         """
         values = dict(GOOD_CARD, bank=bank, action=action, **card)
         response = self.submit(knet_page, **values)
-        if 'data-autosubmit' in response.text and "redirectResult" in response.text:
+        if "data-autosubmit" in response.text and "redirectResult" in response.text:
             response = self.submit(response)
         return response
 

@@ -4,7 +4,6 @@ CSRF on every POST that is not exempt, and open-redirect attempts. Never a 500, 
 
 import json
 import re
-from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -16,7 +15,7 @@ from shop.db import db
 from shop.models import ApiCall, Email, Notification, Order, OrderStatus, PaymentAttempt
 from tests.conftest import build_app
 from tests.fault_helpers import api_calls, count, in_context, shopper_with_cart, the_order, transitions
-from tests.shopper import Shopper, forms_of, text_of
+from tests.shopper import Shopper, text_of
 from tests.webhook_helpers import auth, counts, envelope, item, make_order, order_status, post, wait_for
 
 EVIL = "https://evil.example/steal"
@@ -149,13 +148,21 @@ def test_prices_and_amounts_posted_by_the_browser_are_ignored(live_server):
     cart = shopper.get("/cart")
     shopper.http.post(
         live_server.url + "/cart/add",
-        data={"csrf_token": csrf_token_of(cart), "product_id": "medjool-dates", "quantity": "1", "price": "1",
-              "unit_price": "-100", "total": "0"},
+        data={
+            "csrf_token": csrf_token_of(cart),
+            "product_id": "medjool-dates",
+            "quantity": "1",
+            "price": "1",
+            "unit_price": "-100",
+            "total": "0",
+        },
         timeout=10,
     )
     page = shopper.place_order(amount="1", value="1", currency="USD", total="0", reference="MINE")
     assert "Card Number" in text_of(page.text)
-    request = in_context(live_server, lambda: db.session.execute(select(ApiCall.request_json).filter_by(endpoint="/payments")).scalar())
+    request = in_context(
+        live_server, lambda: db.session.execute(select(ApiCall.request_json).filter_by(endpoint="/payments")).scalar()
+    )
     assert request["amount"] == {"currency": "KWD", "value": 25000}  # 2 × 12.500 from the catalog
     assert request["reference"].startswith("KNET-")
 
@@ -191,7 +198,9 @@ def test_oversized_bodies_get_413_and_change_nothing(live_server):
     cart = shopper.get("/cart")
     big = "x" * (70 * 1024)
     reference = make_order(live_server.app, status="pending")
-    order_token = in_context(live_server, lambda: db.session.execute(select(Order.token).filter_by(reference=reference)).scalar())
+    order_token = in_context(
+        live_server, lambda: db.session.execute(select(Order.token).filter_by(reference=reference)).scalar()
+    )
     for path in ("/cart/add", "/checkout", f"/checkout/return/{order_token}", "/_sim/faults"):
         response = shopper.http.post(
             live_server.url + path,
@@ -219,8 +228,16 @@ def test_oversized_bodies_get_413_and_change_nothing(live_server):
         ("application/json", b"[" * 5000),
         ("text/plain", b"\x00\x01\x02"),
     ],
-    ids=["bad-percent", "bad-utf8", "empty-pairs", "multipart-no-boundary", "multipart-broken", "json-truncated",
-         "json-deep", "binary"],
+    ids=[
+        "bad-percent",
+        "bad-utf8",
+        "empty-pairs",
+        "multipart-no-boundary",
+        "multipart-broken",
+        "json-truncated",
+        "json-deep",
+        "binary",
+    ],
 )
 def test_malformed_bodies_never_500(live_server, content_type, body):
     shopper = shopper_with_cart(live_server)
@@ -277,7 +294,9 @@ def test_every_post_that_is_not_exempt_needs_a_csrf_token(live_server):
     stranger = Shopper(live_server.url)
     foreign = csrf_token_of(stranger.get("/"))
     response = shopper.http.post(
-        live_server.url + "/cart/add", data={"csrf_token": foreign, "product_id": "saffron", "quantity": "1"}, timeout=10
+        live_server.url + "/cart/add",
+        data={"csrf_token": foreign, "product_id": "saffron", "quantity": "1"},
+        timeout=10,
     )
     assert response.status_code == 400
 
@@ -374,8 +393,17 @@ def test_payment_page_allowlist_on_the_simulator_is_the_shop_itself(app):
 
 @pytest.mark.parametrize(
     "target, local",
-    [("/orders/abc", True), ("/", True), ("//evil.example", False), ("/\\evil.example", False),
-     ("https://evil.example", False), ("javascript:alert(1)", False), ("orders", False), ("/a b", False), (None, False)],
+    [
+        ("/orders/abc", True),
+        ("/", True),
+        ("//evil.example", False),
+        ("/\\evil.example", False),
+        ("https://evil.example", False),
+        ("javascript:alert(1)", False),
+        ("orders", False),
+        ("/a b", False),
+        (None, False),
+    ],
 )
 def test_local_url_check(target, local):
     assert security.is_local_url(target) is local

@@ -34,7 +34,9 @@ def test_valid_form_passes_and_normalises(app):
 
 
 def test_fields_are_trimmed(app):
-    form = submit(app, first_name="  Fatima  ", last_name=" Al  Sabah ", email=" fatima@example.com ", phone=" 5000 0000 ")
+    form = submit(
+        app, first_name="  Fatima  ", last_name=" Al  Sabah ", email=" fatima@example.com ", phone=" 5000 0000 "
+    )
     assert form.errors == {}
     assert form.first_name.data == "Fatima"
     assert form.last_name.data == "Al Sabah"
@@ -148,8 +150,21 @@ def test_every_kuwaiti_prefix_is_accepted(raw, e164):
 
 @pytest.mark.parametrize(
     "raw",
-    [None, "", "1000 0000", "7000 0000", "8000 0000", "0000 0000", "965", "+965", "+44 20 7946 0000",
-     "0096 55 000 0000 0", "5000 0000 ext 1", "+965 +5000 0000", "965 5000 000"],
+    [
+        None,
+        "",
+        "1000 0000",
+        "7000 0000",
+        "8000 0000",
+        "0000 0000",
+        "965",
+        "+965",
+        "+44 20 7946 0000",
+        "0096 55 000 0000 0",
+        "5000 0000 ext 1",
+        "+965 +5000 0000",
+        "965 5000 000",
+    ],
 )
 def test_non_kuwaiti_numbers_are_refused(raw):
     assert normalise_kuwait_phone(raw) is None

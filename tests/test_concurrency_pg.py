@@ -126,9 +126,7 @@ def test_the_same_webhook_and_the_same_return_from_many_threads_make_one_transit
     transitions = count(app, OrderEvent, OrderEvent.order_id == order_id, OrderEvent.kind == "transition")
     # created → pending at checkout, then pending → paid once.
     assert transitions == 2
-    summaries = [
-        e for e in _summaries(app, order_id, "transition") if e.startswith("pending → paid")
-    ]
+    summaries = [e for e in _summaries(app, order_id, "transition") if e.startswith("pending → paid")]
     assert len(summaries) == 1
     assert count(app, Email, Email.order_id == order_id) == 1
     # The /payments/details answer is shown once, however many returns raced.
@@ -205,9 +203,21 @@ class Gunicorn:
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn",
-                "--workers", "2", "--worker-class", "gthread", "--threads", "4",
-                "--bind", f"127.0.0.1:{port}", "--timeout", "30", "--graceful-timeout", "5",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--timeout",
+                "30",
+                "--graceful-timeout",
+                "5",
                 "wsgi:app",
             ],
             cwd=ROOT,
@@ -281,7 +291,9 @@ def test_two_servers_with_background_workers_deliver_and_process_each_webhook_on
                 timeout=20,
             )
             assert answer.status_code == 200, answer.text
-            page = submit_page(SimpleNamespace(url=servers[(n + 1) % 2].url, app=app), answer.json()["action"], **KNET_CARD)
+            page = submit_page(
+                SimpleNamespace(url=servers[(n + 1) % 2].url, app=app), answer.json()["action"], **KNET_CARD
+            )
             assert page.status_code == 303, page.text
 
         def settled():
@@ -294,7 +306,9 @@ def test_two_servers_with_background_workers_deliver_and_process_each_webhook_on
                         select(func.count()).select_from(Notification).where(Notification.status != "processed")
                     ).scalar()
                     undelivered = db.session.execute(
-                        select(func.count()).select_from(SimWebhookDelivery).where(SimWebhookDelivery.status != "delivered")
+                        select(func.count())
+                        .select_from(SimWebhookDelivery)
+                        .where(SimWebhookDelivery.status != "delivered")
                     ).scalar()
                     return paid == payments_count and open_notifications == 0 and undelivered == 0
                 finally:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shop.config import ConfigError, REQUIRED_OUTSIDE_SIMULATOR, load_settings
+from shop.config import REQUIRED_OUTSIDE_SIMULATOR, ConfigError, load_settings
 
 FULL_TEST_ENV = {
     "ADYEN_ENVIRONMENT": "test",

@@ -177,7 +177,7 @@ def test_demo_scenario_lands_on_its_timeline_and_ends_in_its_state(live_server_f
         assert order.shopper_first_name == "Demo"
     expected = [
         ("api", "POST /paymentMethods"),
-        ("order", f"Demo scenario"),
+        ("order", "Demo scenario"),
         ("api", "POST /payments → HTTP 200, RedirectShopper"),
         ("redirect", "Shopper sent to KNET"),
     ]
@@ -230,7 +230,9 @@ def test_send_a_duplicate_and_resend_are_acknowledged_with_no_second_effect(live
     )
     wait_for(lambda: copy() == (200, "[accepted]"), message="the duplicate delivery acknowledged")
 
-    resent = post_form(http, http.get(server.url + "/console/deliveries", timeout=10), f"/console/deliveries/{delivery_id}/resend")
+    resent = post_form(
+        http, http.get(server.url + "/console/deliveries", timeout=10), f"/console/deliveries/{delivery_id}/resend"
+    )
     assert "will be sent again" in text_of(resent.text)
     wait_for(lambda: duplicates() == 2, message="the resend counted")
     attempts = in_app(server.app, lambda: db.session.get(SimWebhookDelivery, delivery_id).attempts)
@@ -442,7 +444,9 @@ def test_console_asks_for_a_login_in_test_mode(tmp_path):
     client.post("/console/logout", data={"csrf_token": csrf_of(client.get("/console/orders"))})
     assert client.get("/console/orders").status_code == 303
     token = csrf_of(client.get("/console/login"))
-    elsewhere = client.post("/console/login", data={"csrf_token": token, "password": "correct horse battery", "next": "//evil.example"})
+    elsewhere = client.post(
+        "/console/login", data={"csrf_token": token, "password": "correct horse battery", "next": "//evil.example"}
+    )
     assert elsewhere.headers["Location"] == "/console/orders"
 
 

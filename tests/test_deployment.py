@@ -154,8 +154,12 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
     database = f"sqlite:///{tmp_path}/gunicorn.sqlite3"
     env = {"ADYEN_ENVIRONMENT": "simulator", "DATABASE_URL": database, "PATH": "/usr/bin:/bin"}
     subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-        capture_output=True, timeout=120,
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     from tests.test_concurrency_pg import free_port
 
@@ -163,8 +167,21 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
     env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4", "--timeout", "30", "--reuse-port",
-            "-b", f"127.0.0.1:{port}", "wsgi:app",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "--timeout",
+            "30",
+            "--reuse-port",
+            "-b",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
         ],
         cwd=ROOT,
         env=env,

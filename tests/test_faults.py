@@ -310,9 +310,7 @@ def test_out_of_order_webhooks_settle_each_order(live_server_factory):
     bob.pay_on_knet(bob.place_order(email="bob@example.com"), pin="9999")  # refused
 
     def settled():
-        rows = in_context(
-            server, lambda: db.session.execute(select(Order.shopper_email, Order.status)).all()
-        )
+        rows = in_context(server, lambda: db.session.execute(select(Order.shopper_email, Order.status)).all())
         return dict(rows) if all(status in OrderStatus.FINAL for _, status in rows) else None
 
     assert wait_for(settled, message="both orders to settle") == {
@@ -322,7 +320,8 @@ def test_out_of_order_webhooks_settle_each_order(live_server_factory):
     stored = in_context(
         server,
         lambda: [
-            (n.success, n.merchant_reference) for n in db.session.execute(select(Notification).order_by(Notification.id)).scalars()
+            (n.success, n.merchant_reference)
+            for n in db.session.execute(select(Notification).order_by(Notification.id)).scalars()
         ],
     )
     assert [success for success, _ in stored] == [False, True]  # Bob's (queued second) arrived first

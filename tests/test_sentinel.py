@@ -68,7 +68,9 @@ def test_no_secret_reaches_a_response_a_log_or_the_store(live_server_factory, ca
     result = shopper.pay_on_knet(knet_page)
     assert "Payment successful" in text_of(result.text)
     wait_for(lambda: the_order(server)[0].status == OrderStatus.PAID, message="the webhook")
-    wait_for(lambda: in_context(server, lambda: db.session.execute(select(Email.body)).scalars().all()), message="email")
+    wait_for(
+        lambda: in_context(server, lambda: db.session.execute(select(Email.body)).scalars().all()), message="email"
+    )
     order, _ = the_order(server)
     shopper.get(f"/orders/{order.token}")
 
@@ -76,7 +78,9 @@ def test_no_secret_reaches_a_response_a_log_or_the_store(live_server_factory, ca
     stranger = requests.Session()
     stranger.hooks["response"].append(keep)
     stranger.post(server.url + "/webhooks/adyen", data=b"{}", auth=(WEBHOOK_USERNAME, "wrong-password"), timeout=10)
-    stranger.post(server.url + "/webhooks/adyen", data=b"{not json", auth=(WEBHOOK_USERNAME, WEBHOOK_PASSWORD), timeout=10)
+    stranger.post(
+        server.url + "/webhooks/adyen", data=b"{not json", auth=(WEBHOOK_USERNAME, WEBHOOK_PASSWORD), timeout=10
+    )
     stranger.post(server.url + "/cart/add", data={"product_id": "saffron"}, timeout=10)
     stranger.get(server.url + "/no-such-page", timeout=10)
     stranger.get(server.url + "/", headers={"Host": "evil.example"}, timeout=10)

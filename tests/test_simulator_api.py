@@ -394,4 +394,3 @@ def test_official_adyen_library_end_to_end(server, http_client):
     wrong_key.checkout.payments_api.baseUrl = server.url + API_PATH
     with pytest.raises(Adyen.AdyenAPIAuthenticationError):
         wrong_key.checkout.payments_api.payment_methods({"merchantAccount": config["ADYEN_MERCHANT_ACCOUNT"]})
-

@@ -308,9 +308,11 @@ def test_an_expired_payment_is_refused_and_closed_once(live_server_factory):
 
     with live.app.app_context():
         assert payments.expire_overdue() == 0  # the worker's scan finds nothing more to close
-        deliveries = db.session.execute(
-            select(SimWebhookDelivery).where(SimWebhookDelivery.psp_reference == psp_reference)
-        ).scalars().all()
+        deliveries = (
+            db.session.execute(select(SimWebhookDelivery).where(SimWebhookDelivery.psp_reference == psp_reference))
+            .scalars()
+            .all()
+        )
         assert [(d.event_code, d.success) for d in deliveries] == [("OFFER_CLOSED", "true")]
 
 
@@ -324,4 +326,4 @@ def test_test_card_sheet_partial(server):
     for card in ("8888880000000001", "8888880000000002", "8888880000000003", "8888880000000004", "8888880000000005"):
         assert card in sheet
     assert "09/30" in sheet and "1234" in sheet and "Cancelled" in sheet
-    assert sheet.count("<th scope=\"col\">") == 5
+    assert sheet.count('<th scope="col">') == 5

@@ -201,10 +201,14 @@ def test_any_order_of_arrival_ends_in_the_same_state(app, names, final):
         order = get_order(app, reference)
         outcomes.add((order.status, order.needs_review))
         # The refund decision is needed exactly when the shopper was told "cancelled" before the money came.
-        closed_first = any(
-            n in ("auth_fail", "offer_closed") and i < permutation.index("auth_ok")
-            for i, n in enumerate(permutation)
-        ) if "auth_ok" in permutation else False
+        closed_first = (
+            any(
+                n in ("auth_fail", "offer_closed") and i < permutation.index("auth_ok")
+                for i, n in enumerate(permutation)
+            )
+            if "auth_ok" in permutation
+            else False
+        )
         assert order.needs_refund_decision == closed_first, permutation
         # One email per outcome: at most a cancellation and then the late success.
         assert len(emails(app, reference)) == (2 if closed_first else 1)
@@ -244,8 +248,8 @@ def test_webhook_before_or_after_the_return_ends_the_same(app, webhook):
         order_id = get_order(app, reference).id
         with app.app_context():
             steps = [
-                lambda: state.apply_event(reference, EVENTS[webhook]),
-                lambda: record_shopper_result(order_id, {"resultCode": result, "pspReference": PSP}),
+                lambda reference=reference: state.apply_event(reference, EVENTS[webhook]),
+                lambda order_id=order_id: record_shopper_result(order_id, {"resultCode": result, "pspReference": PSP}),
             ]
             for step in steps if webhook_first else reversed(steps):
                 step()
@@ -271,7 +275,7 @@ def test_concurrent_webhooks_and_returns_make_one_transition(app):
                     state.apply_event(reference, EVENTS["auth_ok"])
                 else:
                     record_shopper_result(order_id, {"resultCode": "Authorised", "pspReference": PSP})
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=("webhook" if i % 2 else "return",)) for i in range(12)]

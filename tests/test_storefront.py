@@ -86,12 +86,27 @@ def test_cart_adds_totals_and_snapshots(app):
         assert again.lines[0] == CartLine("medjool-dates", "Medjool dates, 1 kg", 12500, 2)
         assert again.lines[0].line_total == 25000
         assert again.snapshot() == [
-            {"product_id": "medjool-dates", "name": "Medjool dates, 1 kg", "unit_price": 12500, "quantity": 2,
-             "line_total": 25000},
-            {"product_id": "sadu-cushion", "name": "Sadu weave cushion", "unit_price": 24125, "quantity": 1,
-             "line_total": 24125},
-            {"product_id": "cardamom-pods", "name": "Green cardamom, 100 g", "unit_price": 899, "quantity": 4,
-             "line_total": 3596},
+            {
+                "product_id": "medjool-dates",
+                "name": "Medjool dates, 1 kg",
+                "unit_price": 12500,
+                "quantity": 2,
+                "line_total": 25000,
+            },
+            {
+                "product_id": "sadu-cushion",
+                "name": "Sadu weave cushion",
+                "unit_price": 24125,
+                "quantity": 1,
+                "line_total": 24125,
+            },
+            {
+                "product_id": "cardamom-pods",
+                "name": "Green cardamom, 100 g",
+                "unit_price": 899,
+                "quantity": 4,
+                "line_total": 3596,
+            },
         ]
 
 
@@ -142,8 +157,15 @@ def test_cart_set_quantity_remove_and_clear(app):
 @pytest.mark.parametrize(
     "stored",
     [
-        {"gone-product": 2, "dallah-mug": "3", "oud-candle": 99, "dhow-print": True, "sadu-cushion": 0,
-         "cardamom-pods": -4, "medjool-dates": 2},
+        {
+            "gone-product": 2,
+            "dallah-mug": "3",
+            "oud-candle": 99,
+            "dhow-print": True,
+            "sadu-cushion": 0,
+            "cardamom-pods": -4,
+            "medjool-dates": 2,
+        },
         "not a dict",
         ["medjool-dates", 2],
         {"medjool-dates": 2, "dallah-mug": None},
@@ -312,12 +334,19 @@ def test_cart_over_http_with_csrf(live_server):
     http = requests.Session()
     csrf = token(http, base + "/")
 
-    response = http.post(base + "/cart/add", data={"csrf_token": csrf, "product_id": "medjool-dates", "quantity": "3"},
-                         allow_redirects=False, timeout=5)
+    response = http.post(
+        base + "/cart/add",
+        data={"csrf_token": csrf, "product_id": "medjool-dates", "quantity": "3"},
+        allow_redirects=False,
+        timeout=5,
+    )
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/cart")
-    http.post(base + "/cart/add", data={"csrf_token": csrf, "product_id": "cardamom-pods", "quantity": "1",
-                                        "price": "0"}, timeout=5)
+    http.post(
+        base + "/cart/add",
+        data={"csrf_token": csrf, "product_id": "cardamom-pods", "quantity": "1", "price": "0"},
+        timeout=5,
+    )
 
     page = http.get(base + "/cart", timeout=5).text
     assert cart_lines(page) == {"medjool-dates": (3, "37.500 KWD"), "cardamom-pods": (1, "0.899 KWD")}
@@ -328,14 +357,16 @@ def test_cart_over_http_with_csrf(live_server):
     assert "In your cart: 3" in http.get(base + "/", timeout=5).text
 
     csrf = token(http, base + "/cart")
-    response = http.post(base + "/cart/update", data={"csrf_token": csrf, "product_id": "medjool-dates",
-                                                      "quantity": "11"}, timeout=5)
+    response = http.post(
+        base + "/cart/update", data={"csrf_token": csrf, "product_id": "medjool-dates", "quantity": "11"}, timeout=5
+    )
     assert response.status_code == 200 and response.history[0].status_code == 303
     assert ("error", "Choose a quantity from 0 to 10 (0 removes the item).") in flashes(response.text)
     assert cart_total(response.text) == "38.399 KWD"
 
-    response = http.post(base + "/cart/update", data={"csrf_token": csrf, "product_id": "medjool-dates",
-                                                      "quantity": "1"}, timeout=5)
+    response = http.post(
+        base + "/cart/update", data={"csrf_token": csrf, "product_id": "medjool-dates", "quantity": "1"}, timeout=5
+    )
     assert cart_total(response.text) == "13.399 KWD"
 
     response = http.post(base + "/cart/remove", data={"csrf_token": csrf, "product_id": "medjool-dates"}, timeout=5)
@@ -354,11 +385,11 @@ def test_posts_without_a_valid_csrf_token_are_refused(live_server, url):
 
     data = {"product_id": "dallah-mug", "quantity": "5"}
     assert http.post(base + url, data=data, allow_redirects=False, timeout=5).status_code == 400
-    assert http.post(base + url, data=dict(data, csrf_token="forged"), allow_redirects=False,
-                     timeout=5).status_code == 400
+    assert (
+        http.post(base + url, data=dict(data, csrf_token="forged"), allow_redirects=False, timeout=5).status_code == 400
+    )
     # A token from another session is no good either.
     other = token(requests.Session(), base + "/")
-    assert http.post(base + url, data=dict(data, csrf_token=other), allow_redirects=False,
-                     timeout=5).status_code == 400
+    assert http.post(base + url, data=dict(data, csrf_token=other), allow_redirects=False, timeout=5).status_code == 400
 
     assert cart_lines(http.get(base + "/cart", timeout=5).text) == {"dallah-mug": (2, "7.500 KWD")}

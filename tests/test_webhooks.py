@@ -13,13 +13,13 @@ import time
 
 import pytest
 import requests
-from tests.conftest import LiveServer
 from sqlalchemy import select, update
 
 from shop.db import db
 from shop.models import Notification
 from shop.orders import state
 from shop.webhooks import processing
+from tests.conftest import LiveServer
 from tests.webhook_helpers import (
     auth,
     counts,
@@ -72,7 +72,11 @@ def test_signed_authorisation_is_stored_acknowledged_then_applied(live_server):
     processed(live_server, reference)
     (row,) = notifications(app)
     assert (row.event_code, row.success, row.amount_value, row.currency, row.status) == (
-        "AUTHORISATION", True, 12500, "KWD", "processed"
+        "AUTHORISATION",
+        True,
+        12500,
+        "KWD",
+        "processed",
     )
     assert json.loads(row.raw_body)["notificationItems"][0]["NotificationRequestItem"]["merchantReference"] == reference
     assert row.original_reference == ""
@@ -617,9 +621,7 @@ def test_workers_claim_each_notification_once(app, monkeypatch):
         store_one(app, item(app, reference))
     calls = []
     real_apply = state.apply_event
-    monkeypatch.setattr(
-        state, "apply_event", lambda ref, ev, **kw: calls.append(ref) or real_apply(ref, ev, **kw)
-    )
+    monkeypatch.setattr(state, "apply_event", lambda ref, ev, **kw: calls.append(ref) or real_apply(ref, ev, **kw))
     barrier = threading.Barrier(6)
 
     def work():

@@ -143,9 +143,7 @@ def notifications(app, **filters):
 def events(app, reference, kind=None):
     with app.app_context():
         query = (
-            select(OrderEvent.summary)
-            .join(Order, Order.id == OrderEvent.order_id)
-            .where(Order.reference == reference)
+            select(OrderEvent.summary).join(Order, Order.id == OrderEvent.order_id).where(Order.reference == reference)
         )
         if kind:
             query = query.where(OrderEvent.kind == kind)

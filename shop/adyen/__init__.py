@@ -1,5 +1,5 @@
 """A small client for Adyen's Checkout API and the HMAC scheme of its webhooks."""
 
-from shop.adyen.client import AdyenClient, AdyenApiError, AdyenError, AdyenUnavailable
+from shop.adyen.client import AdyenApiError, AdyenClient, AdyenError, AdyenUnavailable
 
 __all__ = ["AdyenClient", "AdyenApiError", "AdyenError", "AdyenUnavailable"]

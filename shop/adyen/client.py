@@ -104,10 +104,10 @@ class AdyenClient:
             response = self.http.post(url, json=body, headers=headers, timeout=timeout or self.timeout)
         except requests.Timeout:
             record["error"] = "timeout"
-            raise self._finish(record, started, AdyenUnavailable(f"{endpoint}: no answer within the timeout"))
+            raise self._finish(record, started, AdyenUnavailable(f"{endpoint}: no answer within the timeout")) from None
         except requests.ConnectionError:
             record["error"] = "connection failed"
-            raise self._finish(record, started, AdyenUnavailable(f"{endpoint}: could not connect to Adyen"))
+            raise self._finish(record, started, AdyenUnavailable(f"{endpoint}: could not connect to Adyen")) from None
 
         record["status_code"] = response.status_code
         try:

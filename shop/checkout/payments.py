@@ -9,7 +9,7 @@ import hashlib
 import logging
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
@@ -92,7 +92,7 @@ def find_knet(methods):
 
 def new_reference():
     """The merchant reference: unique, readable, well under Adyen's 80 characters."""
-    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    day = datetime.now(UTC).strftime("%Y%m%d")
     return f"KNET-{day}-{secrets.token_hex(4).upper()}"
 
 
@@ -115,7 +115,9 @@ def order_for_checkout(checkout_key, cart, shopper, locale):
         db.session.add(order)
         try:
             db.session.commit()
-            state.add_event(order.id, "order", f"Order {order.reference} created from the cart ({_count(len(order.lines), 'line')})")
+            state.add_event(
+                order.id, "order", f"Order {order.reference} created from the cart ({_count(len(order.lines), 'line')})"
+            )
             db.session.commit()
             return order, True
         except IntegrityError:  # the other click won the race: use its order
@@ -243,12 +245,16 @@ def _rejected(order, attempt, error):
     # No payment exists, so the order may be paid for again (after the shopper fixes the cause).
     state.compare_and_set(
         order.id,
-        lambda o: {
-            "status": OrderStatus.CREATED,
-            "_events": [("transition", f"pending → created: /payments refused ({error.status} {error.error_code})", None)],
-        }
-        if o.status == OrderStatus.PENDING
-        else None,
+        lambda o: (
+            {
+                "status": OrderStatus.CREATED,
+                "_events": [
+                    ("transition", f"pending → created: /payments refused ({error.status} {error.error_code})", None)
+                ],
+            }
+            if o.status == OrderStatus.PENDING
+            else None
+        ),
     )
     raise PaymentNotStarted(error.message or "", status=error.status)
 
@@ -264,7 +270,9 @@ def redirect_action(order):
                 order.reference,
                 security.origin_of(attempt.action_url),
             )
-            state.add_event(order.id, "redirect", "Refused to send the shopper to an address that is not Adyen's or KNET's")
+            state.add_event(
+                order.id, "redirect", "Refused to send the shopper to an address that is not Adyen's or KNET's"
+            )
             db.session.commit()
             raise UnsafeRedirect(order.reference)
         return attempt
@@ -306,9 +314,7 @@ def complete_return(order, redirect_result, is_payload=False):
     reference = response.get("merchantReference")
     if reference and reference != order.reference:
         log.warning("return for order %s carried the result of %s; ignored", order.reference, reference)
-        state.add_event(
-            order.id, "return", f"Ignored a redirectResult that belongs to another order ({reference})"
-        )
+        state.add_event(order.id, "return", f"Ignored a redirectResult that belongs to another order ({reference})")
         db.session.commit()
         raise ResultNotForThisOrder(reference)
     if attempt:

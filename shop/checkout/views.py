@@ -181,7 +181,12 @@ def go_to_payment(token):
         ), 502
     if attempt is None or order.result_code in payments.FINAL_RESULTS:
         return redirect(url_for("checkout.result", token=token), code=303)
-    state.add_event(order.id, "redirect", f"Shopper sent to KNET by {attempt.action_method}", {"url": attempt.action_url, "method": attempt.action_method})
+    state.add_event(
+        order.id,
+        "redirect",
+        f"Shopper sent to KNET by {attempt.action_method}",
+        {"url": attempt.action_url, "method": attempt.action_method},
+    )
     db.session.commit()
     if attempt.action_method == "POST":
         security.allow_form_action(attempt.action_url)  # CSP form-action: this page posts to KNET

@@ -16,8 +16,14 @@ adyen_cli = AppGroup("adyen", help="Check the Adyen configuration and endpoint."
 orders_cli = AppGroup("orders", help="Look at orders.")
 webhooks_cli = AppGroup("webhooks", help="Work with stored webhooks.")
 
-SYMBOLS = {doctor.OK: "ok  ", doctor.FAIL: "FAIL", doctor.WARN: "warn", doctor.TODO: "todo", doctor.MANUAL: "hand",
-           doctor.SKIP: "skip"}
+SYMBOLS = {
+    doctor.OK: "ok  ",
+    doctor.FAIL: "FAIL",
+    doctor.WARN: "warn",
+    doctor.TODO: "todo",
+    doctor.MANUAL: "hand",
+    doctor.SKIP: "skip",
+}
 
 
 def init_app(app):
@@ -42,7 +48,7 @@ def adyen_check(no_endpoint):
         click.echo(f"  {label}: {value}")
     click.echo("Settings (set or not; values are never shown):")
     width = max(len(name) for name, *_ in report.settings)
-    for name, state, what, needed in report.settings:
+    for name, state, _what, needed in report.settings:
         click.echo(f"  {name.ljust(width)}  {state:<17}  {needed}")
     click.echo("Checks:")
     for item in report.checks:
@@ -70,7 +76,10 @@ def orders_list(limit):
     for order in rows:
         flags = ", ".join(
             flag
-            for flag, on in (("needs review", order.needs_review), ("needs refund decision", order.needs_refund_decision))
+            for flag, on in (
+                ("needs review", order.needs_review),
+                ("needs refund decision", order.needs_refund_decision),
+            )
             if on
         )
         created = order.created_at.strftime("%Y-%m-%d %H:%M:%S") if order.created_at else ""
@@ -92,7 +101,10 @@ def webhooks_replay(notification_id, wait):
         if row is None:
             click.echo(f"No notification #{notification_id}.", err=True)
         else:
-            click.echo(f"Notification #{notification_id} is {row.status}: only a processed or failed one can be replayed.", err=True)
+            click.echo(
+                f"Notification #{notification_id} is {row.status}: only a processed or failed one can be replayed.",
+                err=True,
+            )
         raise SystemExit(1)
     click.echo(f"Notification #{notification_id} ({previous}) queued again.")
     # Apply it here, unless a background worker is quicker; either way report what it did.
@@ -110,4 +122,3 @@ def webhooks_replay(notification_id, wait):
     click.echo(f"Status: {status}. {redact.text(note or error or '')}".strip())
     if status not in (processing.PROCESSED,):
         raise SystemExit(1)
-

@@ -171,17 +171,26 @@ def _config_checks(config):
         )
     key = config.get("ADYEN_HMAC_KEY")
     if key and not _hmac_key_ok(key):
-        items.append(Item("HMAC key is hex", FAIL, "ADYEN_HMAC_KEY must be the hex key the Customer Area shows.", HMAC_DOCS))
+        items.append(
+            Item("HMAC key is hex", FAIL, "ADYEN_HMAC_KEY must be the hex key the Customer Area shows.", HMAC_DOCS)
+        )
     elif key and len(key) != 64:
         items.append(
-            Item("HMAC key length", WARN, f"The key is {len(key) // 2} bytes; Customer Area keys are 32 bytes (64 hex digits).", HMAC_DOCS)
+            Item(
+                "HMAC key length",
+                WARN,
+                f"The key is {len(key) // 2} bytes; Customer Area keys are 32 bytes (64 hex digits).",
+                HMAC_DOCS,
+            )
         )
     elif key:
         items.append(Item("HMAC key format", OK, "32 bytes, hex, as the Customer Area shows it.", HMAC_DOCS))
     if not simulator:
         for name in ("SECRET_KEY", "WEBHOOK_PASSWORD", "ADYEN_HMAC_KEY"):
             if config.get(name) and config.get(name) == SIMULATOR_DEFAULTS.get(name):
-                items.append(Item(f"{name} is your own", FAIL, f"{name} has the simulator's public default value; set your own."))
+                items.append(
+                    Item(f"{name} is your own", FAIL, f"{name} has the simulator's public default value; set your own.")
+                )
         if not config["PUBLIC_BASE_URL"].startswith("https://"):
             items.append(
                 Item(
@@ -214,31 +223,46 @@ def check_adyen(config):
         response = client.payment_methods(body)
     except AdyenUnavailable as error:
         return [
-            Item("Adyen endpoint answers", FAIL, f"No answer from {where}: {redact.scrub(str(error))}.", PAYMENT_METHODS_DOCS),
+            Item(
+                "Adyen endpoint answers",
+                FAIL,
+                f"No answer from {where}: {redact.scrub(str(error))}.",
+                PAYMENT_METHODS_DOCS,
+            ),
             Item("KNET is offered", SKIP, "Not checked: the endpoint did not answer.", KNET_DOCS),
         ]
     except AdyenApiError as error:
         hint = {
-            401: "The API key was refused: check ADYEN_API_KEY, and that it belongs to this environment (test or live).",
+            401: "The API key was refused: check ADYEN_API_KEY, and that it belongs to this environment "
+            "(test or live).",
             403: "The merchant account or the key's roles were refused: check ADYEN_MERCHANT_ACCOUNT and that the "
             "API credential has the Checkout webservice role.",
         }.get(error.status, "")
-        detail = f"{where} answered HTTP {error.status} (errorCode {error.error_code}): {redact.scrub(error.message or '')}."
+        detail = (
+            f"{where} answered HTTP {error.status} (errorCode {error.error_code}): {redact.scrub(error.message or '')}."
+        )
         return [
             Item("Adyen endpoint answers", FAIL, f"{detail} {hint}".strip(), API_CREDENTIALS_DOCS),
             Item("KNET is offered", SKIP, "Not checked: /paymentMethods failed.", KNET_DOCS),
         ]
     types = [m.get("type") for m in response.get("paymentMethods") or [] if isinstance(m, dict)]
-    items = [Item("Adyen endpoint answers", OK, f"POST /paymentMethods on {where} answered HTTP 200.", PAYMENT_METHODS_DOCS)]
+    items = [
+        Item("Adyen endpoint answers", OK, f"POST /paymentMethods on {where} answered HTTP 200.", PAYMENT_METHODS_DOCS)
+    ]
     if "knet" in types:
         items.append(Item("KNET is offered", OK, "/paymentMethods for KW, KWD, Web lists type knet.", KNET_DOCS))
     else:
-        add = "in your live Customer Area (request it)" if config["ADYEN_ENVIRONMENT"] == "live" else "in your test Customer Area"
+        add = (
+            "in your live Customer Area (request it)"
+            if config["ADYEN_ENVIRONMENT"] == "live"
+            else "in your test Customer Area"
+        )
         items.append(
             Item(
                 "KNET is offered",
                 FAIL,
-                f"/paymentMethods for KW, KWD, Web does not list knet (it lists {', '.join(t for t in types if t) or 'nothing'}). "
+                f"/paymentMethods for KW, KWD, Web does not list knet "
+                f"(it lists {', '.join(t for t in types if t) or 'nothing'}). "
                 f"Add KNET {add}.",
                 KNET_DOCS,
             )
@@ -277,7 +301,9 @@ def go_live(config, endpoint=None):
         Item(
             "Live environment",
             OK if live else TODO,
-            "ADYEN_ENVIRONMENT=live." if live else f"This shop runs in {mode} mode; set ADYEN_ENVIRONMENT=live to go live.",
+            "ADYEN_ENVIRONMENT=live."
+            if live
+            else f"This shop runs in {mode} mode; set ADYEN_ENVIRONMENT=live to go live.",
             LIVE_ENDPOINTS_DOCS,
         )
     )
@@ -293,13 +319,20 @@ def go_live(config, endpoint=None):
         )
     )
     if live and config.get("ADYEN_API_KEY"):
-        status, detail = (OK, "Set, and the live endpoint accepted it.") if endpoint_ok else (
-            (WARN, "Set, but the live endpoint did not accept it (see the endpoint check).")
-            if endpoint
-            else (OK, "Set. Run the endpoint check to prove the live endpoint accepts it.")
+        status, detail = (
+            (OK, "Set, and the live endpoint accepted it.")
+            if endpoint_ok
+            else (
+                (WARN, "Set, but the live endpoint did not accept it (see the endpoint check).")
+                if endpoint
+                else (OK, "Set. Run the endpoint check to prove the live endpoint accepts it.")
+            )
         )
     else:
-        status, detail = TODO, "Create an API key for the web service user in the live Customer Area; a test key does not work on live."
+        status, detail = (
+            TODO,
+            "Create an API key for the web service user in the live Customer Area; a test key does not work on live.",
+        )
     items.append(Item("Live API key set", status, detail, API_CREDENTIALS_DOCS))
     if live and _hmac_key_ok(config.get("ADYEN_HMAC_KEY")):
         status = WARN if bad_signatures and not verified else OK
@@ -311,27 +344,40 @@ def go_live(config, endpoint=None):
         if bad_signatures:
             detail += f" {bad_signatures} webhook(s) were refused for a bad signature: the key may not match."
     else:
-        status, detail = TODO, "Generate an HMAC key for the live Standard webhook and set ADYEN_HMAC_KEY; test keys do not verify live webhooks."
+        status, detail = (
+            TODO,
+            "Generate an HMAC key for the live Standard webhook and set ADYEN_HMAC_KEY; "
+            "test keys do not verify live webhooks.",
+        )
     items.append(Item("Live HMAC key set", status, detail, HMAC_DOCS))
     if live and knet_ok:
         status, detail = OK, "The live /paymentMethods offers KNET, so the request was approved."
     elif live and endpoint_ok:
-        status, detail = TODO, "The live /paymentMethods does not offer KNET yet: submit a request for KNET in your live Customer Area."
+        status, detail = (
+            TODO,
+            "The live /paymentMethods does not offer KNET yet: submit a request for KNET in your live Customer Area.",
+        )
     else:
-        status, detail = MANUAL, (
-            "Submit a request for KNET in your live Customer Area before you can accept live KNET payments. "
-            "The shop can confirm it only in live mode, when the live /paymentMethods offers KNET."
+        status, detail = (
+            MANUAL,
+            (
+                "Submit a request for KNET in your live Customer Area before you can accept live KNET payments. "
+                "The shop can confirm it only in live mode, when the live /paymentMethods offers KNET."
+            ),
         )
     items.append(Item("KNET requested in the live Customer Area", status, detail, GO_LIVE_DOCS))
     https = config["PUBLIC_BASE_URL"].startswith("https://")
-    auth = bool(config.get("WEBHOOK_USERNAME")) and bool(config.get("WEBHOOK_PASSWORD")) and (
-        config.get("WEBHOOK_PASSWORD") != SIMULATOR_DEFAULTS["WEBHOOK_PASSWORD"]
+    auth = (
+        bool(config.get("WEBHOOK_USERNAME"))
+        and bool(config.get("WEBHOOK_PASSWORD"))
+        and (config.get("WEBHOOK_PASSWORD") != SIMULATOR_DEFAULTS["WEBHOOK_PASSWORD"])
     )
     items.append(
         Item(
             "Webhook URL uses HTTPS",
             OK if https else TODO,
-            f"{config['PUBLIC_BASE_URL']}/webhooks/adyen" + (" is https." if https else " is not https; live webhooks need HTTPS."),
+            f"{config['PUBLIC_BASE_URL']}/webhooks/adyen"
+            + (" is https." if https else " is not https; live webhooks need HTTPS."),
             WEBHOOKS_DOCS,
         )
     )
@@ -339,7 +385,9 @@ def go_live(config, endpoint=None):
         Item(
             "Webhook basic auth set",
             OK if auth else TODO,
-            "WEBHOOK_USERNAME and WEBHOOK_PASSWORD are set." if auth else "Set your own WEBHOOK_USERNAME and WEBHOOK_PASSWORD.",
+            "WEBHOOK_USERNAME and WEBHOOK_PASSWORD are set."
+            if auth
+            else "Set your own WEBHOOK_USERNAME and WEBHOOK_PASSWORD.",
             WEBHOOKS_DOCS,
         )
     )

@@ -33,7 +33,13 @@ DEMO_SHOPPER = {
     "shopper_email": "demo.shopper@example.com",
     "shopper_phone": "+96550000000",
 }
-GOOD_CARD = {"bank": "KNET1", "card_number": "8888880000000001", "expiry_month": "09", "expiry_year": "2030", "pin": "1234"}
+GOOD_CARD = {
+    "bank": "KNET1",
+    "card_number": "8888880000000001",
+    "expiry_month": "09",
+    "expiry_year": "2030",
+    "pin": "1234",
+}
 HTTP_TIMEOUT = 20
 
 
@@ -50,21 +56,59 @@ class Scenario:
 SCENARIOS = {
     s.name: s
     for s in (
-        Scenario("authorised", "Authorised", "Tap's test card 8888880000000001, 09/2030, PIN 1234. "
-                 "AUTHORISATION true makes the order paid.", OrderStatus.PAID, "submit", GOOD_CARD),
-        Scenario("refused", "Refused", "The test card with a wrong PIN (9999): resultCode Refused (Invalid Pin), "
-                 "AUTHORISATION false makes the order failed.", OrderStatus.FAILED, "submit", dict(GOOD_CARD, pin="9999")),
-        Scenario("cancelled", "Cancelled", "The shopper presses Cancel on the KNET page: resultCode Cancelled, "
-                 "AUTHORISATION false makes the order failed.", OrderStatus.FAILED, "cancel", {}),
-        Scenario("error", "Error", "Simulator card 8888880000000003: resultCode Error with a refusalReason, "
-                 "AUTHORISATION false makes the order failed.", OrderStatus.FAILED, "submit",
-                 dict(GOOD_CARD, card_number="8888880000000003")),
-        Scenario("pending", "Pending, then paid", "Simulator card 8888880000000004: resultCode Pending; the "
-                 "AUTHORISATION true webhook comes later (SIMULATOR_PENDING_DELAY) and makes the order paid.",
-                 OrderStatus.PAID, "submit", dict(GOOD_CARD, card_number="8888880000000004")),
-        Scenario("abandoned", "Abandoned, then OFFER_CLOSED", "The shopper opens the KNET page and never finishes it; "
-                 "the simulator closes the offer after CONSOLE_ABANDON_SECONDS and OFFER_CLOSED makes the order expired.",
-                 OrderStatus.EXPIRED, None, {}),
+        Scenario(
+            "authorised",
+            "Authorised",
+            "Tap's test card 8888880000000001, 09/2030, PIN 1234. AUTHORISATION true makes the order paid.",
+            OrderStatus.PAID,
+            "submit",
+            GOOD_CARD,
+        ),
+        Scenario(
+            "refused",
+            "Refused",
+            "The test card with a wrong PIN (9999): resultCode Refused (Invalid Pin), "
+            "AUTHORISATION false makes the order failed.",
+            OrderStatus.FAILED,
+            "submit",
+            dict(GOOD_CARD, pin="9999"),
+        ),
+        Scenario(
+            "cancelled",
+            "Cancelled",
+            "The shopper presses Cancel on the KNET page: resultCode Cancelled, "
+            "AUTHORISATION false makes the order failed.",
+            OrderStatus.FAILED,
+            "cancel",
+            {},
+        ),
+        Scenario(
+            "error",
+            "Error",
+            "Simulator card 8888880000000003: resultCode Error with a refusalReason, "
+            "AUTHORISATION false makes the order failed.",
+            OrderStatus.FAILED,
+            "submit",
+            dict(GOOD_CARD, card_number="8888880000000003"),
+        ),
+        Scenario(
+            "pending",
+            "Pending, then paid",
+            "Simulator card 8888880000000004: resultCode Pending; the "
+            "AUTHORISATION true webhook comes later (SIMULATOR_PENDING_DELAY) and makes the order paid.",
+            OrderStatus.PAID,
+            "submit",
+            dict(GOOD_CARD, card_number="8888880000000004"),
+        ),
+        Scenario(
+            "abandoned",
+            "Abandoned, then OFFER_CLOSED",
+            "The shopper opens the KNET page and never finishes it; "
+            "the simulator closes the offer after CONSOLE_ABANDON_SECONDS and OFFER_CLOSED makes the order expired.",
+            OrderStatus.EXPIRED,
+            None,
+            {},
+        ),
     )
 }
 
@@ -102,7 +146,9 @@ def run(name):
     # The checkout form is sent: the order, then /payments.
     order, _ = payments.order_for_checkout(checkout_key, cart, dict(DEMO_SHOPPER), locale)
     state.add_event(
-        order.id, "order", f"Demo scenario '{scenario.label}' started from the developer console: {scenario.description}"
+        order.id,
+        "order",
+        f"Demo scenario '{scenario.label}' started from the developer console: {scenario.description}",
     )
     db.session.commit()
     order_id, token = order.id, order.token

@@ -6,7 +6,7 @@ line why it happens and links to the Adyen docs page about it. Everything shown 
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import and_, or_, select
@@ -16,7 +16,10 @@ from shop.db import db
 from shop.models import ApiCall, Email, Notification, OrderEvent, OrderStatus
 
 DOCS = {
-    "/paymentMethods": ("API: POST /paymentMethods", "https://docs.adyen.com/api-explorer/Checkout/71/post/paymentMethods"),
+    "/paymentMethods": (
+        "API: POST /paymentMethods",
+        "https://docs.adyen.com/api-explorer/Checkout/71/post/paymentMethods",
+    ),
     "/payments": ("API: POST /payments", "https://docs.adyen.com/api-explorer/Checkout/71/post/payments"),
     "/payments/details": (
         "API: POST /payments/details",
@@ -48,19 +51,30 @@ API_WHY = {
 }
 
 EVENT_WHY = {
-    "order": ("The checkout form was sent: the order keeps a snapshot of the server-side cart and the shopper's "
-              "details, with a unique merchant reference for Adyen.", "knet"),
+    "order": (
+        "The checkout form was sent: the order keeps a snapshot of the server-side cart and the shopper's "
+        "details, with a unique merchant reference for Adyen.",
+        "knet",
+    ),
     "payment": ("What the server did with Adyen's answer to /payments.", "/payments"),
-    "redirect": ("The shopper's browser goes to action.url (the KNET page), by GET or by an auto-submitted "
-                 "POST form, as the action says.", "redirects"),
-    "return": ("KNET sends the shopper back to returnUrl with redirectResult appended, by GET or POST; the "
-               "order is found by the token in the URL, not the session.", "redirects"),
+    "redirect": (
+        "The shopper's browser goes to action.url (the KNET page), by GET or by an auto-submitted "
+        "POST form, as the action says.",
+        "redirects",
+    ),
+    "return": (
+        "KNET sends the shopper back to returnUrl with redirectResult appended, by GET or POST; the "
+        "order is found by the token in the URL, not the session.",
+        "redirects",
+    ),
     "result": ("The resultCode only decides what the shopper sees now; the webhook decides the order.", "result"),
     "review": ("A verified webhook that needs a person to look at the order; the status is unchanged.", "knet"),
 }
 
-FINAL_EMAIL_WHY = ("The state change that ended the order queued one email to the shopper in the same "
-                   "transaction (inform the shopper, as the KNET webhook table says).")
+FINAL_EMAIL_WHY = (
+    "The state change that ended the order queued one email to the shopper in the same "
+    "transaction (inform the shopper, as the KNET webhook table says)."
+)
 
 
 @dataclass
@@ -81,7 +95,7 @@ class Step:
 def _utc(moment):
     if moment is None:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _docs(*keys):
@@ -197,16 +211,22 @@ def _event_step(order, event, notifications, known):
         if detail.get("replay"):
             facts.append(("Replay", "yes: queued again by a developer"))
         elif "duplicate" in detail:
-            facts.append(("Duplicate", "yes: acknowledged, no second effect" if detail["duplicate"] else "no: first delivery"))
+            facts.append(
+                ("Duplicate", "yes: acknowledged, no second effect" if detail["duplicate"] else "no: first delivery")
+            )
         if notification is not None:
             facts.append(("Notification", f"#{notification.id}, {notification.status}"))
             if notification.note:
                 facts.append(("State change it caused", redact.text(notification.note, known=known)))
             if notification.processed_at and detail.get("stage") == "processed":
-                duration = int((_utc(notification.processed_at) - _utc(notification.received_at)).total_seconds() * 1000)
+                duration = int(
+                    (_utc(notification.processed_at) - _utc(notification.received_at)).total_seconds() * 1000
+                )
                 facts.append(("Processed after", f"{duration} ms (stored, acknowledged, then applied)"))
             if detail.get("stage") == "received":
-                blocks.append(("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known)))
+                blocks.append(
+                    ("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known))
+                )
         tone = "ok"
     elif kind == "transition":
         why, docs = _transition_why(event.summary)

@@ -2,7 +2,7 @@
 an order except through them (the demo scenarios, a webhook replay, the simulator's buttons)."""
 
 import logging
-from datetime import timezone
+from datetime import UTC
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import or_, select
@@ -45,8 +45,8 @@ def _console_time(moment):
     if moment is None:
         return ""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
 
 
 @bp.context_processor
@@ -109,7 +109,9 @@ def orders():
     search = (request.args.get("q") or "").strip()[:80]
     if search:
         query = query.where(
-            or_(Order.reference.contains(search, autoescape=True), Order.psp_reference.contains(search, autoescape=True))
+            or_(
+                Order.reference.contains(search, autoescape=True), Order.psp_reference.contains(search, autoescape=True)
+            )
         )
     rows = db.session.execute(query).scalars().all()
     return render_template("console/orders.html", orders=rows, search=search, shopper=_shopper)
@@ -122,9 +124,7 @@ def order(order_id):
         abort(404)
     steps = timeline.build(found)
     waiting = found.status not in OrderStatus.FINAL
-    return render_template(
-        "console/timeline.html", order=found, steps=steps, waiting=waiting, shopper=_shopper(found)
-    )
+    return render_template("console/timeline.html", order=found, steps=steps, waiting=waiting, shopper=_shopper(found))
 
 
 # Webhook inbox ----------------------------------------------------------------------------------
@@ -134,12 +134,16 @@ def order(order_id):
 def webhooks():
     rows = db.session.execute(select(Notification).order_by(Notification.id.desc()).limit(LIST_LIMIT)).scalars().all()
     references = {n.merchant_reference for n in rows}
-    order_ids = dict(
-        db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all()
-    ) if references else {}
-    rejections = db.session.execute(
-        select(WebhookRejection).order_by(WebhookRejection.id.desc()).limit(LIST_LIMIT)
-    ).scalars().all()
+    order_ids = (
+        dict(db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all())
+        if references
+        else {}
+    )
+    rejections = (
+        db.session.execute(select(WebhookRejection).order_by(WebhookRejection.id.desc()).limit(LIST_LIMIT))
+        .scalars()
+        .all()
+    )
     return render_template("console/webhooks.html", notifications=rows, order_ids=order_ids, rejections=rejections)
 
 
@@ -150,8 +154,11 @@ def replay(notification_id):
         flash(f"Notification #{notification_id} was not replayed: only a processed or failed one can be.", "error")
     else:
         worker.wake(current_app._get_current_object())
-        flash(f"Notification #{notification_id} ({previous}) is queued to be applied again; a replay of an "
-              "applied webhook changes nothing.", "success")
+        flash(
+            f"Notification #{notification_id} ({previous}) is queued to be applied again; a replay of an "
+            "applied webhook changes nothing.",
+            "success",
+        )
     return redirect(url_for("console.webhooks"), code=303)
 
 
@@ -169,13 +176,17 @@ def deliveries():
         return render_template("console/deliveries.html", deliveries=None)
     from shop.simulator.models import SimWebhookDelivery
 
-    rows = db.session.execute(
-        select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()).limit(LIST_LIMIT)
-    ).scalars().all()
+    rows = (
+        db.session.execute(select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()).limit(LIST_LIMIT))
+        .scalars()
+        .all()
+    )
     references = {d.merchant_reference for d in rows}
-    order_ids = dict(
-        db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all()
-    ) if references else {}
+    order_ids = (
+        dict(db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all())
+        if references
+        else {}
+    )
     return render_template("console/deliveries.html", deliveries=rows, order_ids=order_ids)
 
 
@@ -212,10 +223,16 @@ def duplicate(delivery_id):
 @bp.get("/emails")
 def emails():
     rows = db.session.execute(select(Email).order_by(Email.id.desc()).limit(LIST_LIMIT)).scalars().all()
-    orders_by_id = {
-        o.id: o
-        for o in db.session.execute(select(Order).where(Order.id.in_({e.order_id for e in rows if e.order_id}))).scalars()
-    } if rows else {}
+    orders_by_id = (
+        {
+            o.id: o
+            for o in db.session.execute(
+                select(Order).where(Order.id.in_({e.order_id for e in rows if e.order_id}))
+            ).scalars()
+        }
+        if rows
+        else {}
+    )
 
     def known(email):
         order = orders_by_id.get(email.order_id)

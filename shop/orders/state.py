@@ -293,6 +293,7 @@ def apply_event(order_reference, event, after=None):
             changes["_events"] = [("transition", summary, {"note": decision.note})]
         else:
             changes["_events"] = [("review", f"{event.describe()}: {decision.note}", None)]
+
         def in_the_same_transaction(order):
             if decision.email:
                 mail.queue_order_email(order, decision.email)

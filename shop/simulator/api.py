@@ -203,11 +203,11 @@ def _json_body():
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ServiceError(400, "702", "Unexpected input: the body is not UTF-8", with_psp_reference=False)
+        raise ServiceError(400, "702", "Unexpected input: the body is not UTF-8", with_psp_reference=False) from None
     except json.JSONDecodeError as error:
         found = error.doc[error.pos : error.pos + 1] or "end of input"
         message = f"Unexpected input: {found!r} at line {error.lineno} column {error.colno}"
-        raise ServiceError(400, "702", message, with_psp_reference=False)
+        raise ServiceError(400, "702", message, with_psp_reference=False) from None
     if not isinstance(body, dict):
         raise ServiceError(400, "702", "Unexpected input: expected a JSON object", with_psp_reference=False)
     return body

@@ -5,7 +5,7 @@ started before a restart must still be payable, resolvable and notified after it
 Times are stored in UTC; SQLite gives them back without a zone, so read them through `as_utc`.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -14,7 +14,7 @@ from shop.db import db
 
 
 def utcnow():
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def run_update(statement):
@@ -30,7 +30,7 @@ def as_utc(moment):
     """A stored time as an aware UTC datetime (SQLite returns naive ones)."""
     if moment is None or moment.tzinfo is not None:
         return moment
-    return moment.replace(tzinfo=timezone.utc)
+    return moment.replace(tzinfo=UTC)
 
 
 class SimPaymentStatus:
@@ -149,8 +149,19 @@ class SimWebhookDelivery(db.Model):
         """A second delivery of the same event, as Adyen sometimes sends one (the caller adds it)."""
         fields = {
             name: getattr(self, name)
-            for name in ("payment_id", "event_code", "psp_reference", "merchant_reference", "success",
-                         "payload", "target_url", "status", "due_at", "created_at", "queued_at")
+            for name in (
+                "payment_id",
+                "event_code",
+                "psp_reference",
+                "merchant_reference",
+                "success",
+                "payload",
+                "target_url",
+                "status",
+                "due_at",
+                "created_at",
+                "queued_at",
+            )
         }
         return SimWebhookDelivery(**dict(fields, history=[], duplicate_of=self.id, **changes))
 

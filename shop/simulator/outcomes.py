@@ -86,15 +86,27 @@ TEST_BANK_OPTION = "KNET Test Card [KNET1]"
 TEST_CARDS = (
     {"card": "8888880000000001", "expiry": "09/30", "pin": "1234", "outcome": "Authorised"},
     {"card": "8888880000000002", "expiry": "09/30", "pin": "1234", "outcome": "Authorised"},
-    {"card": "8888880000000001", "expiry": "any other", "pin": "1234",
-     "outcome": "Refused (Expired Card if the date is past)"},
+    {
+        "card": "8888880000000001",
+        "expiry": "any other",
+        "pin": "1234",
+        "outcome": "Refused (Expired Card if the date is past)",
+    },
     {"card": "8888880000000001", "expiry": "09/30", "pin": "any other", "outcome": "Refused (Invalid Pin)"},
     {"card": "any", "expiry": "", "pin": "", "outcome": "Cancel button: Cancelled"},
     {"card": "8888880000000003", "expiry": "any", "pin": "any", "outcome": "Error (simulator only)"},
-    {"card": "8888880000000004", "expiry": "any", "pin": "any",
-     "outcome": "Pending, then AUTHORISATION true (simulator only)"},
-    {"card": "8888880000000005", "expiry": "any", "pin": "any",
-     "outcome": "Received, then AUTHORISATION false (simulator only)"},
+    {
+        "card": "8888880000000004",
+        "expiry": "any",
+        "pin": "any",
+        "outcome": "Pending, then AUTHORISATION true (simulator only)",
+    },
+    {
+        "card": "8888880000000005",
+        "expiry": "any",
+        "pin": "any",
+        "outcome": "Received, then AUTHORISATION false (simulator only)",
+    },
     {"card": "any other number", "expiry": "any", "pin": "any", "outcome": "Refused"},
 )
 

@@ -74,24 +74,27 @@ def complete(payment, outcome, bank=None, card_last4=None):
     """
     now = utcnow()
     redirect_result = new_redirect_result(payment.psp_reference)
-    won = run_update(
-        update(SimPayment)
-        .where(
-            SimPayment.id == payment.id,
-            SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
-            SimPayment.expires_at > now,
-        )
-        .values(
-            status=SimPaymentStatus.COMPLETED,
-            result_code=outcome.result_code,
-            refusal_reason=outcome.refusal_reason,
-            refusal_reason_code=outcome.refusal_reason_code,
-            bank=bank,
-            card_last4=card_last4,
-            redirect_result=redirect_result,
-            completed_at=now,
-        )
-    ).rowcount == 1
+    won = (
+        run_update(
+            update(SimPayment)
+            .where(
+                SimPayment.id == payment.id,
+                SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
+                SimPayment.expires_at > now,
+            )
+            .values(
+                status=SimPaymentStatus.COMPLETED,
+                result_code=outcome.result_code,
+                refusal_reason=outcome.refusal_reason,
+                refusal_reason_code=outcome.refusal_reason_code,
+                bank=bank,
+                card_last4=card_last4,
+                redirect_result=redirect_result,
+                completed_at=now,
+            )
+        ).rowcount
+        == 1
+    )
     if won:
         notification = outcomes.notification_for(outcome)
         config = current_app.config
@@ -116,15 +119,18 @@ def expire(payment):
     True if this call expired it; False if it was finished, already expired, or not yet due.
     """
     now = utcnow()
-    won = run_update(
-        update(SimPayment)
-        .where(
-            SimPayment.id == payment.id,
-            SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
-            SimPayment.expires_at <= now,
-        )
-        .values(status=SimPaymentStatus.EXPIRED, offer_closed_at=now)
-    ).rowcount == 1
+    won = (
+        run_update(
+            update(SimPayment)
+            .where(
+                SimPayment.id == payment.id,
+                SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
+                SimPayment.expires_at <= now,
+            )
+            .values(status=SimPaymentStatus.EXPIRED, offer_closed_at=now)
+        ).rowcount
+        == 1
+    )
     if won:
         notifications.queue(
             payment, "OFFER_CLOSED", True, "", current_app.config["SIMULATOR_WEBHOOK_DELAY"], happened_at=now
@@ -158,15 +164,18 @@ def expire_soon(psp_reference, seconds):
     True if the payment was still waiting for the shopper; an offer is only ever brought forward.
     """
     expires_at = utcnow() + timedelta(seconds=max(0.0, float(seconds)))
-    changed = run_update(
-        update(SimPayment)
-        .where(
-            SimPayment.psp_reference == psp_reference,
-            SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
-            SimPayment.expires_at > expires_at,
-        )
-        .values(expires_at=expires_at)
-    ).rowcount == 1
+    changed = (
+        run_update(
+            update(SimPayment)
+            .where(
+                SimPayment.psp_reference == psp_reference,
+                SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
+                SimPayment.expires_at > expires_at,
+            )
+            .values(expires_at=expires_at)
+        ).rowcount
+        == 1
+    )
     db.session.commit()
     return changed
 

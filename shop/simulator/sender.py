@@ -92,11 +92,14 @@ def claim_due(limit=BATCH_SIZE):
     claims = []
     for delivery_id in candidates:
         token = uuid.uuid4().hex
-        won = run_update(
-            update(SimWebhookDelivery)
-            .where(SimWebhookDelivery.id == delivery_id, _due_condition(now))
-            .values(status=DeliveryStatus.DELIVERING, lease_until=now + lease, claim_token=token)
-        ).rowcount == 1
+        won = (
+            run_update(
+                update(SimWebhookDelivery)
+                .where(SimWebhookDelivery.id == delivery_id, _due_condition(now))
+                .values(status=DeliveryStatus.DELIVERING, lease_until=now + lease, claim_token=token)
+            ).rowcount
+            == 1
+        )
         if won:
             row = db.session.execute(
                 select(
@@ -237,13 +240,16 @@ def enqueue_duplicate(delivery_id):
 def resend(delivery_id):
     """Send a delivered or failed delivery again, now, keeping its history. False if it is queued or being sent."""
     now = utcnow()
-    changed = run_update(
-        update(SimWebhookDelivery)
-        .where(
-            SimWebhookDelivery.id == delivery_id,
-            SimWebhookDelivery.status.in_((DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)),
-        )
-        .values(status=DeliveryStatus.PENDING, due_at=now, queued_at=now, delivered_at=None)
-    ).rowcount == 1
+    changed = (
+        run_update(
+            update(SimWebhookDelivery)
+            .where(
+                SimWebhookDelivery.id == delivery_id,
+                SimWebhookDelivery.status.in_((DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)),
+            )
+            .values(status=DeliveryStatus.PENDING, due_at=now, queued_at=now, delivered_at=None)
+        ).rowcount
+        == 1
+    )
     db.session.commit()
     return changed

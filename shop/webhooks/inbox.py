@@ -19,9 +19,24 @@ from datetime import datetime
 from shop.db import db
 
 COLUMNS = (
-    "psp_reference", "original_reference", "event_code", "success", "merchant_reference", "merchant_account",
-    "amount_value", "currency", "reason", "event_date", "raw_body", "duplicates", "status", "attempts",
-    "processed_at", "note", "next_attempt_at", "received_at",
+    "psp_reference",
+    "original_reference",
+    "event_code",
+    "success",
+    "merchant_reference",
+    "merchant_account",
+    "amount_value",
+    "currency",
+    "reason",
+    "event_date",
+    "raw_body",
+    "duplicates",
+    "status",
+    "attempts",
+    "processed_at",
+    "note",
+    "next_attempt_at",
+    "received_at",
 )
 KEY = ("psp_reference", "event_code", "success", "original_reference")  # uq_notification_event
 INSERT = {

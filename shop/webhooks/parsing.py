@@ -71,7 +71,7 @@ def parse(body):
         raise Malformed("the body is not a JSON object")
     live = data.get("live")
     if live not in ("true", "false"):
-        raise Malformed("'live' must be the string \"true\" or \"false\"")
+        raise Malformed('\'live\' must be the string "true" or "false"')
     wrappers = data.get("notificationItems")
     if not isinstance(wrappers, list) or not wrappers:
         raise Malformed("'notificationItems' must be a non-empty array")
@@ -113,7 +113,7 @@ def parse_item(raw, position=1):
 
     success = raw.get("success")
     if success not in ("true", "false"):
-        raise Malformed(f"item {position}: 'success' must be the string \"true\" or \"false\"")
+        raise Malformed(f'item {position}: \'success\' must be the string "true" or "false"')
 
     amount = raw.get("amount")
     if not isinstance(amount, dict):

@@ -55,7 +55,7 @@ def pytest_runtest_makereport(item, call):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-120:]
     try:
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    except Exception as error:  # the page may be gone; the log still helps
+    except Exception as error:  # noqa: BLE001 - the page may be gone; the log still helps
         report.sections.append(("screenshot", f"could not take one: {error}"))
     lines = item.funcargs.get("console_log") or []
     (ARTIFACTS / f"{name}.console.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -8,10 +8,24 @@ GOOD_CARD = {"card": "8888880000000001", "month": "09", "year": "2030", "pin": "
 
 # The simulated KNET page's own labels, in the language the shop asked for (shopperLocale).
 KNET_LABELS = {
-    "en": {"bank": "Select Your Bank", "card": "Card Number", "month": "Expiry Month", "year": "Expiry Year",
-           "pin": "PIN", "submit": "Submit", "cancel": "Cancel"},
-    "ar": {"bank": "اختر البنك", "card": "رقم البطاقة", "month": "شهر الانتهاء", "year": "سنة الانتهاء",
-           "pin": "الرقم السري", "submit": "تنفيذ", "cancel": "إلغاء"},
+    "en": {
+        "bank": "Select Your Bank",
+        "card": "Card Number",
+        "month": "Expiry Month",
+        "year": "Expiry Year",
+        "pin": "PIN",
+        "submit": "Submit",
+        "cancel": "Cancel",
+    },
+    "ar": {
+        "bank": "اختر البنك",
+        "card": "رقم البطاقة",
+        "month": "شهر الانتهاء",
+        "year": "سنة الانتهاء",
+        "pin": "الرقم السري",
+        "submit": "تنفيذ",
+        "cancel": "إلغاء",
+    },
 }
 
 

@@ -5,9 +5,8 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-
 from babel.support import Translations
+from playwright.sync_api import expect
 
 from shop.db import db
 from shop.models import Email
@@ -122,7 +121,9 @@ def test_abandoned_knet_page_ends_in_offer_closed(shopper):
 
 
 def test_the_whole_flow_works_without_javascript(browser, live_server_factory):
-    server = live_server_factory(ENV=dict(NO_WEBHOOKS_YET, SIMULATOR_ACTION_METHOD="POST", SIMULATOR_RETURN_METHOD="POST"))
+    server = live_server_factory(
+        ENV=dict(NO_WEBHOOKS_YET, SIMULATOR_ACTION_METHOD="POST", SIMULATOR_RETURN_METHOD="POST")
+    )
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     page.set_default_timeout(15_000)
@@ -175,6 +176,11 @@ def test_presenter_follows_a_finished_order_in_the_console(shopper):
 
     # The shopper's steps in order; the webhook may land before or after the return (both are
     # real), but the order becomes paid only after it.
-    in_order("POST /paymentMethods", "POST /payments ", "Shopper sent to KNET", "Shopper back from KNET",
-             "POST /payments/details")
+    in_order(
+        "POST /paymentMethods",
+        "POST /payments ",
+        "Shopper sent to KNET",
+        "Shopper back from KNET",
+        "POST /payments/details",
+    )
     in_order("Shopper sent to KNET", "AUTHORISATION success=true", "pending → paid")
