@@ -46,10 +46,6 @@ def create_app(test_config=None):
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # The format above uses none of these; not collecting them makes each log line cheaper
-        # (the logging HOWTO's "Optimization"; one line per webhook, bench/README.md).
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-        logging._srcfile = None  # no caller's file and line: the format has no %(pathname)s
 
     from shop import db, i18n, money, security, services
 

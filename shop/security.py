@@ -23,6 +23,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter, IntegerConverter
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 
 def init_app(app):
+    app.url_map.converters["token"] = TokenConverter
+    app.url_map.converters["id"] = RowIdConverter
     app.json = SafeJSONProvider(app)
     app.session_interface = SignedCookieSessions()
     app.after_request(_add_headers)
@@ -61,6 +64,24 @@ def init_app(app):
             "PUBLIC_BASE_URL is not https: the session cookie is Secure outside the simulator, "
             "so browsers will not send it back over http"
         )
+
+
+# Path parameters --------------------------------------------------------------------------------------
+# Checked by the router before a view runs: a malformed one is a 404 and never reaches the database
+# (PostgreSQL refuses a NUL byte with an error, and an integer past its column's range likewise).
+
+
+class TokenConverter(BaseConverter):
+    """An order token as shop.models.new_order_token makes them (URL-safe Base64, 32 characters)."""
+
+    regex = r"[A-Za-z0-9_-]{16,64}"
+
+
+class RowIdConverter(IntegerConverter):
+    """A row id: a positive integer that fits PostgreSQL's INTEGER."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=2**31 - 1)
 
 
 # Headers ---------------------------------------------------------------------------------------------

@@ -268,6 +268,17 @@ def _exempt(endpoint):
     return endpoint in CSRF_EXEMPT or (endpoint.startswith("simulator.") and endpoint != "simulator.fault_action")
 
 
+TOKEN = "t" * 32  # the shape of an order token, for an order that does not exist
+
+
+def _sample(converter):
+    """A value the URL converter accepts: a row id, an order token, or any text."""
+    name = type(converter).__name__
+    if "Integer" in name or "RowId" in name:
+        return 1
+    return TOKEN if "Token" in name else "x"
+
+
 def test_every_post_that_is_not_exempt_needs_a_csrf_token(live_server):
     app = live_server.app
     adapter = app.url_map.bind("127.0.0.1")
@@ -275,12 +286,14 @@ def test_every_post_that_is_not_exempt_needs_a_csrf_token(live_server):
     for rule in app.url_map.iter_rules():
         if "POST" not in rule.methods or _exempt(rule.endpoint):
             continue
-        values = {arg: 1 if "int" in type(rule._converters[arg]).__name__.lower() else "x" for arg in rule.arguments}
+        values = {arg: _sample(rule._converters[arg]) for arg in rule.arguments}
         try:
             protected.append(adapter.build(rule.endpoint, values, method="POST"))
         except BuildError:
             pytest.fail(f"could not build a URL for {rule.endpoint}")
-    assert {"/cart/add", "/cart/update", "/cart/remove", "/checkout", "/orders/x/pay", "/_sim/faults"} <= set(protected)
+    assert {"/cart/add", "/cart/update", "/cart/remove", "/checkout", f"/orders/{TOKEN}/pay", "/_sim/faults"} <= set(
+        protected
+    )
 
     shopper = shopper_with_cart(live_server)
     before = (count(live_server, Order), len(api_calls(live_server)))

@@ -273,6 +273,30 @@ def test_unknown_order_token_is_404(live_server):
     shopper = Shopper(live_server.url)
     assert shopper.get("/checkout/return/nope?redirectResult=x").status_code == 404
     assert shopper.get("/orders/nope").status_code == 404
+    missing = "m" * 32  # the shape of a token, but no such order
+    assert shopper.get(f"/orders/{missing}").status_code == 404
+    assert shopper.get(f"/checkout/return/{missing}?redirectResult=x").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/orders/%00",
+        "/orders/%00/pay",
+        "/checkout/return/%00?redirectResult=x",
+        "/orders/" + "a" * 31 + "%00",
+        "/orders/" + "a" * 5000,
+        "/orders/%F0%9F%92%B3" + "a" * 30,
+        "/console/orders/99999999999",
+        "/console/orders/0",
+        "/console/orders/-1",
+    ],
+)
+def test_malformed_path_parameters_are_404_and_never_reach_the_database(live_server, path):
+    """A NUL byte or an out-of-range id used to reach PostgreSQL, which answered with an error (500)."""
+    response = Shopper(live_server.url).get(path)
+    assert response.status_code == 404
+    assert "Traceback" not in response.text
 
 
 def test_another_orders_redirect_result_changes_nothing(live_server_factory):

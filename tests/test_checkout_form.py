@@ -2,7 +2,7 @@
 
 import pytest
 
-from shop.checkout.forms import PHONE_MESSAGE, CheckoutForm, normalise_kuwait_phone
+from shop.checkout.forms import PHONE_DIGITS_MESSAGE, PHONE_MESSAGE, CheckoutForm, normalise_kuwait_phone
 
 VALID = {
     "first_name": "Fatima",
@@ -174,3 +174,25 @@ def test_checkout_key_is_a_hidden_field(app):
     with app.test_request_context("/checkout"):
         form = CheckoutForm()
         assert 'type="hidden"' in str(form.checkout_key())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+9655०००००००",  # Devanagari digits after the country code
+        "५००० ००००",  # Devanagari
+        "５０００ ００００",  # full-width
+        "๕๐๐๐ ๐๐๐๐",  # Thai
+    ],
+)
+def test_digits_of_other_scripts_are_refused_with_a_message_that_says_so(app, raw):
+    assert normalise_kuwait_phone(raw) is None
+    form = submit(app, phone=raw)
+    assert form.errors["phone"] == [PHONE_DIGITS_MESSAGE]
+    assert form.phone.data == raw  # shown back as typed, not half-translated
+
+
+def test_mixed_arabic_and_ascii_digits_are_one_number(app):
+    form = submit(app, phone="٥٠٠٠ 0000")
+    assert form.errors == {}
+    assert form.phone.data == "+96550000000"

@@ -102,7 +102,8 @@ def test_a_pooled_connection_dropped_while_idle_is_replaced(tmp_path, monkeypatc
     app = build_app(tmp_path)
     client = app.test_client()
     # The result page of an order that does not exist: one query, then 404.
-    assert client.get("/orders/no-such-order").status_code == 404
+    missing = "/orders/" + "n" * 32
+    assert client.get(missing).status_code == 404
     with app.app_context():
         database = db.engine.url.database
         pooled = db.engine.pool.checkedin()
@@ -121,7 +122,7 @@ def test_a_pooled_connection_dropped_while_idle_is_replaced(tmp_path, monkeypatc
     assert ended >= 1
     monkeypatch.setattr(shop_db, "IDLE_PING_SECONDS", 0.0)  # every pooled connection counts as idle
     time.sleep(0.05)
-    assert client.get("/orders/no-such-order").status_code == 404
+    assert client.get(missing).status_code == 404
     with app.app_context():
         assert db.session.execute(text("SELECT 1")).scalar() == 1
         db.session.rollback()
@@ -194,7 +195,7 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
             try:
                 response = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while it binds, or a read timeout while it boots
                 assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.1)
         assert response.status_code == 200
@@ -202,3 +203,8 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
     finally:
         server.terminate()
         server.wait(15)
+    # gunicorn's own lines, from the master and from each worker as it exits, come through whole.
+    log = server.stderr.read().decode("utf-8", "replace")
+    assert "--- Logging error ---" not in log
+    assert log.count("Booting worker with pid") == 2
+    assert log.count("Worker exiting (pid:") == 2, log

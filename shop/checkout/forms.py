@@ -17,9 +17,11 @@ from wtforms.validators import Email, InputRequired, Length, StopValidation, Val
 NAME_MAX = 80
 EMAIL_MAX = 256
 PHONE_MESSAGE = _l("Enter a Kuwaiti phone number: 8 digits, e.g. 5000 0000.")
+PHONE_DIGITS_MESSAGE = _l("Type the phone number with the digits 0-9 or ٠-٩.")
 
 # Kuwaiti numbers are 8 digits; the first digit says the kind: 2 landline, 4/5/6/9 mobile and others.
-_LOCAL_NUMBER = re.compile(r"^[24569]\d{7}$")
+# ASCII digits only: Python's \d would also match Devanagari, Thai and every other script's digits.
+_LOCAL_NUMBER = re.compile(r"^[24569][0-9]{7}$")
 # What people put between digits: spaces, hyphens, dots, brackets.
 _SEPARATORS = re.compile(r"[\s\-.()\u00a0]")
 # Shoppers on an Arabic keyboard type Arabic-Indic (٠-٩) or Eastern Arabic-Indic (۰-۹) digits.
@@ -28,10 +30,15 @@ _NAME_PUNCTUATION = set(" -'’")
 
 
 def normalise_kuwait_phone(raw):
-    """'+965 5000 0000', '00965-50000000', '965 50000000', '5000 0000' -> '+96550000000'; None if not Kuwaiti."""
+    """'+965 5000 0000', '00965-50000000', '965 50000000', '5000 0000' -> '+96550000000'; None if not Kuwaiti.
+
+    ASCII, Arabic-Indic (٠-٩) and Eastern Arabic-Indic (۰-۹) digits are accepted; any other script's
+    digits are not (Adyen's telephoneNumber takes ASCII digits)."""
     if not isinstance(raw, str) or len(raw) > 40:
         return None
     digits = _SEPARATORS.sub("", raw.translate(_ARABIC_DIGITS))
+    if not digits.isascii():
+        return None
     if digits.startswith("+965"):
         digits = digits[4:]
     elif digits.startswith("00965"):
@@ -96,10 +103,15 @@ def _name_field(label, autocomplete, required, too_long, characters):
     )
 
 
+def has_foreign_digits(raw):
+    """True when `raw` has digits of a script other than ASCII and the two Arabic ones."""
+    return any(unicodedata.category(char) == "Nd" and not char.isascii() for char in raw.translate(_ARABIC_DIGITS))
+
+
 def kuwait_phone(form, field):
     e164 = normalise_kuwait_phone(field.data)
     if e164 is None:
-        raise ValidationError(PHONE_MESSAGE)
+        raise ValidationError(PHONE_DIGITS_MESSAGE if has_foreign_digits(field.data) else PHONE_MESSAGE)
     field.data = e164
 
 

@@ -166,7 +166,7 @@ def checkout():
     return render_template("checkout/checkout.html", form=form, cart=cart, knet=knet, problem=problem), status
 
 
-@bp.get("/orders/<token>/pay")
+@bp.get("/orders/<token:token>/pay")
 def go_to_payment(token):
     """Send the shopper to KNET: 303 for a GET action, an auto-submitted form for a POST action."""
     order = _order_or_404(token)
@@ -194,7 +194,7 @@ def go_to_payment(token):
     return redirect(attempt.action_url, code=303)
 
 
-@bp.route("/checkout/return/<token>", methods=["GET", "POST"])
+@bp.route("/checkout/return/<token:token>", methods=["GET", "POST"])
 @csrf.exempt  # the shopper comes back from KNET's site, which can't carry our CSRF token
 def shopper_return(token):
     """Where KNET sends the shopper back, by GET or POST, with `redirectResult` appended.
@@ -243,7 +243,7 @@ def shopper_return(token):
     return redirect(url_for("checkout.result", token=token), code=303)
 
 
-@bp.get("/orders/<token>")
+@bp.get("/orders/<token:token>")
 def result(token):
     """The order's result page: the webhook's verdict when it has come, else the redirect's resultCode."""
     order = _order_or_404(token)
@@ -270,7 +270,7 @@ def result(token):
     )
 
 
-@bp.post("/orders/<token>/pay")
+@bp.post("/orders/<token:token>/pay")
 def retry_payment(token):
     """Ask /payments again after no answer: same attempt, same Idempotency-Key, so never two payments."""
     order = _order_or_404(token)

@@ -117,7 +117,7 @@ def orders():
     return render_template("console/orders.html", orders=rows, search=search, shopper=_shopper)
 
 
-@bp.get("/orders/<int:order_id>")
+@bp.get("/orders/<id:order_id>")
 def order(order_id):
     found = db.session.get(Order, order_id)
     if found is None:
@@ -147,7 +147,7 @@ def webhooks():
     return render_template("console/webhooks.html", notifications=rows, order_ids=order_ids, rejections=rejections)
 
 
-@bp.post("/webhooks/<int:notification_id>/replay")
+@bp.post("/webhooks/<id:notification_id>/replay")
 def replay(notification_id):
     previous = processing.requeue(notification_id)
     if previous is None:
@@ -190,7 +190,7 @@ def deliveries():
     return render_template("console/deliveries.html", deliveries=rows, order_ids=order_ids)
 
 
-@bp.post("/deliveries/<int:delivery_id>/resend")
+@bp.post("/deliveries/<id:delivery_id>/resend")
 def resend(delivery_id):
     _simulator_only()
     from shop.simulator import sender
@@ -203,7 +203,7 @@ def resend(delivery_id):
     return redirect(url_for("console.deliveries"), code=303)
 
 
-@bp.post("/deliveries/<int:delivery_id>/duplicate")
+@bp.post("/deliveries/<id:delivery_id>/duplicate")
 def duplicate(delivery_id):
     _simulator_only()
     from shop.simulator import sender
