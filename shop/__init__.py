@@ -15,17 +15,38 @@ import os
 from dotenv import load_dotenv
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.exc import DBAPIError
 
 from shop.config import load_settings
 
 csrf = CSRFProtect()
+log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class Shop(Flask):
+    """Flask, with one more chance for a page whose database connection was lost under it."""
+
+    def dispatch_request(self):
+        """Run the view; run it once more if the database dropped its connection meanwhile (a
+        restart, a failover). Every view can be repeated, as a refresh or a double click repeats it:
+        what it writes, it writes in units of work that find what an earlier run did (shop/db.py)."""
+        from shop.db import db, is_disconnect
+
+        try:
+            return super().dispatch_request()
+        except DBAPIError as error:
+            if not is_disconnect(error):
+                raise
+            db.session.rollback()
+            log.warning("database connection lost while answering %s; answering again", self.name)
+            return super().dispatch_request()
+
+
 def create_app(test_config=None):
     """Build the app. `test_config` overrides settings (tests pass their own database and URLs)."""
-    app = Flask(
+    app = Shop(
         __name__,
         instance_path=os.path.join(ROOT, "instance"),
         template_folder=os.path.join(ROOT, "templates"),
@@ -64,6 +85,10 @@ def create_app(test_config=None):
     app.register_blueprint(checkout_bp)
     webhooks.init_app(app)  # POST /webhooks/adyen, answered before Flask's request machinery
 
+    from shop import worker
+
+    worker.init_app(app)  # the background loop's jobs (started below, once plug-ins added theirs)
+
     if app.config["ADYEN_ENVIRONMENT"] == "simulator":
         from shop import simulator
 
@@ -72,10 +97,7 @@ def create_app(test_config=None):
     from shop import console
 
     console.init_app(app)  # /console and the `flask adyen|orders|webhooks` commands
-
-    from shop import worker
-
-    worker.init_app(app)
+    worker.start(app)
 
     hops = app.config.get("PROXY_FIX_HOPS") or 0
     if hops:

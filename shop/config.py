@@ -57,6 +57,22 @@ TIMEOUT_DEFAULTS = {
     "WORKER_TIMEOUT": "30",
 }
 
+# The background work (shop/jobs.py, shop/worker.py, shop/orders/reconcile.py), in seconds.
+WORK_DEFAULTS = {
+    "WORKER_INTERVAL": "1",  # between rounds of the background loop (it is also woken at once)
+    "WEBHOOK_LEASE_SECONDS": "120",  # a claimed notification is applied within this, or taken over
+    "WEBHOOK_RETRY_SECONDS": "10",  # after a failed attempt; doubled each time, at most an hour
+    "MAIL_TIMEOUT": "10",  # each SMTP step (connect, STARTTLS, login, send)
+    "MAIL_LEASE_SECONDS": "120",  # a claimed email is sent within this, or taken over (sent again)
+    "MAIL_RETRY_SECONDS": "30",  # after a failed send; doubled each time, at most an hour
+    # A pending order with no result this long after its payment started is closed by the shop:
+    # longer than any offer Adyen keeps open (12 hours for cards, its longest documented default),
+    # so that OFFER_CLOSED or AUTHORISATION comes first whenever Adyen created the payment.
+    "RECONCILE_AFTER_SECONDS": "86400",
+}
+# How many attempts before a job is marked failed, for a person to look at.
+ATTEMPT_DEFAULTS = {"WEBHOOK_MAX_ATTEMPTS": "10", "MAIL_MAX_ATTEMPTS": "10"}
+
 # How an on/off setting may be written.
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -84,6 +100,12 @@ class ConfigError(RuntimeError):
 def _hops(value):
     if not value.isdigit() or int(value) > 5:
         raise ConfigError("PROXY_FIX_HOPS must be the number of reverse proxies in front of the shop (0 to 5).")
+    return int(value)
+
+
+def _port(name, value):
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ConfigError(f"{name} must be a port number (1 to 65535).")
     return int(value)
 
 
@@ -166,7 +188,7 @@ def load_settings(environ=None):
         raise ConfigError("SHOPPER_LOCALE must be en-KW or ar-KW.")
 
     # Calls to Adyen must end before the server gives up on the request (gunicorn kills a worker
-    # after --timeout, 30 s by default; gunicorn.conf.py reads WORKER_TIMEOUT). /payments is retried
+    # after --timeout, 30 s by default: run it with --timeout WORKER_TIMEOUT). /payments is retried
     # within ADYEN_PAYMENTS_DEADLINE in all; a single call takes at most connect + read.
     timeouts = {name: number(name, default) for name, default in TIMEOUT_DEFAULTS.items()}
     for name, value in timeouts.items():
@@ -176,6 +198,24 @@ def load_settings(environ=None):
         raise ConfigError("ADYEN_CONNECT_TIMEOUT + ADYEN_READ_TIMEOUT must be less than WORKER_TIMEOUT.")
     if timeouts["ADYEN_PAYMENTS_DEADLINE"] >= timeouts["WORKER_TIMEOUT"]:
         raise ConfigError("ADYEN_PAYMENTS_DEADLINE must be less than WORKER_TIMEOUT.")
+
+    work = {name: number(name, default) for name, default in WORK_DEFAULTS.items()}
+    for name, value in work.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be more than 0 seconds.")
+    if work["MAIL_LEASE_SECONDS"] <= 3 * work["MAIL_TIMEOUT"]:
+        # Connecting, STARTTLS and sending may each take MAIL_TIMEOUT: the claim must outlast them,
+        # or another worker sends the same email again.
+        raise ConfigError("MAIL_LEASE_SECONDS must be more than 3 × MAIL_TIMEOUT.")
+    if work["RECONCILE_AFTER_SECONDS"] <= timeouts["WORKER_TIMEOUT"]:
+        # A /payments call still in flight must never be closed under it.
+        raise ConfigError("RECONCILE_AFTER_SECONDS must be more than WORKER_TIMEOUT.")
+    attempts = {}
+    for name, default in ATTEMPT_DEFAULTS.items():
+        value = get(name, default)
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1.")
+        attempts[name] = int(value)
 
     # Host names the shop answers to (a forged Host header gets 400): PUBLIC_BASE_URL's, any in
     # TRUSTED_HOSTS (comma-separated), and on the simulator the loopback names too.
@@ -224,7 +264,7 @@ def load_settings(environ=None):
         # Simulator: the merchant name shown on the simulated KNET page.
         "SIMULATOR_MERCHANT_NAME": get("SIMULATOR_MERCHANT_NAME", "KNET Demo Shop"),
         "MAIL_SERVER": get("MAIL_SERVER"),
-        "MAIL_PORT": int(number("MAIL_PORT", "25")),
+        "MAIL_PORT": _port("MAIL_PORT", get("MAIL_PORT", "25")),
         "MAIL_USERNAME": get("MAIL_USERNAME"),
         "MAIL_PASSWORD": get("MAIL_PASSWORD"),
         "MAIL_FROM": get("MAIL_FROM", "KNET Demo Shop <shop@example.com>"),
@@ -241,6 +281,8 @@ def load_settings(environ=None):
         "BACKGROUND_WORKER": flag("BACKGROUND_WORKER", "on"),
         # Adyen calls must end well before a gunicorn worker is killed (see the check above).
         **timeouts,
+        **work,
+        **attempts,
         # Hardening (shop/security.py): the session cookie, request size, trusted Host names.
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -1,10 +1,17 @@
-"""The database: one SQLAlchemy 2 engine through Flask-SQLAlchemy.
+"""The database: one SQLAlchemy 2 engine through Flask-SQLAlchemy, and who owns its transactions.
 
 SQLite under `instance/` by default, or PostgreSQL (`postgresql+psycopg://…`) through DATABASE_URL:
 the two databases the tests run on. Queries stay portable between them; the webhook insert speaks
 their shared SQL directly (shop/webhooks/inbox.py).
+
+Transactions belong to the services: a function decorated with `@transaction` is one unit of work,
+committed when it returns and rolled back when it raises; views never commit. A unit that met a
+dropped connection (the server restarted, a failover, a proxy's idle timeout) or lost a
+compare-and-set race (`Conflict`) is run again from its start, on a new connection: it is all or
+nothing, so running it again is safe.
 """
 
+import functools
 import logging
 import os
 import time
@@ -14,7 +21,7 @@ from flask_migrate import Migrate, upgrade
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, make_url
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import Pool
 
@@ -47,6 +54,59 @@ logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 # A pooled connection unused for this long is checked (SELECT 1) before it is handed out again.
 IDLE_PING_SECONDS = 10.0
+# How many times a unit of work is run again after a dropped connection or a lost race.
+DISCONNECT_RETRIES = 3
+CONFLICT_RETRIES = 20
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(RuntimeError):
+    """Another transaction changed the row this one read; the unit of work runs again."""
+
+
+def is_disconnect(error):
+    """True for a database error that means the connection was lost (and has been thrown away)."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def transaction(unit):
+    """Decorator: `unit` is one transaction. See the module docstring.
+
+    A unit called from inside another joins it (one commit, by the outermost). Returns what the
+    unit returns; re-raises the error when the retries are used up.
+    """
+
+    @functools.wraps(unit)
+    def run(*args, **kwargs):
+        session = db.session
+        if session.info.get("unit_of_work"):
+            return unit(*args, **kwargs)
+        disconnects = conflicts = 0
+        while True:
+            session.info["unit_of_work"] = unit.__qualname__
+            try:
+                result = unit(*args, **kwargs)
+                session.commit()
+                return result
+            except Conflict:
+                session.rollback()
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
+            except DBAPIError as error:
+                session.rollback()
+                disconnects += 1
+                if not is_disconnect(error) or disconnects > DISCONNECT_RETRIES:
+                    raise
+                log.warning("database connection lost during %s; running it again", unit.__qualname__)
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.info.pop("unit_of_work", None)
+
+    return run
 
 
 @event.listens_for(Pool, "checkin")

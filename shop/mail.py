@@ -1,38 +1,54 @@
-"""Shopper emails: written to an outbox table with the order change that causes them, sent later.
+"""Shopper emails: a row in the outbox written with the order change that causes it, rendered and
+sent later by the background worker.
 
-`queue_order_email` is called by the state machine inside the transaction that changes the order,
-so each outcome makes exactly one email. `send_due` (run by the background worker) sends the
-outbox over SMTP when MAIL_SERVER is set; without it the emails are kept in the table
-(status "kept") for the developer console.
+`queue` is called by the state machine inside the transaction that changes the order, and the
+outbox allows one email per order and kind (a unique constraint), so each outcome makes exactly one
+email. `send_due` (a job of the background loop, through the shared queue in shop/jobs.py) renders
+each due email in the order's language and sends it over SMTP when MAIL_SERVER is set; without it
+the emails are rendered and kept in the table (status "kept") for the developer console.
 
-Sending claims each row with a conditional UPDATE (outbox → sending, attempts + 1, a lease), so
-several workers never send one email twice, and a sender that died is replaced when its lease ends.
-A failed send is retried with a growing delay, up to MAIL_MAX_ATTEMPTS, then marked "failed".
+At most once, as far as SMTP allows: an email is marked sent in the statement right after the
+server accepted it. A crash in between (one database round trip) leaves the claim to end, and the
+email is sent again with the same Message-ID (`<reference.kind@domain>`, stable per order and
+outcome), so a mail server or client that drops repeats shows it once. SMTP gives a client no way
+to ask whether a message arrived, so nothing can close that window completely (README, Email).
 
 Settings: MAIL_SERVER, MAIL_PORT, MAIL_USERNAME, MAIL_PASSWORD (optional), MAIL_FROM, MAIL_USE_TLS
-(STARTTLS); tunables with defaults: MAIL_TIMEOUT (10 s), MAIL_RETRY_SECONDS (30, doubled each
-time, at most an hour), MAIL_MAX_ATTEMPTS (10), MAIL_LEASE_SECONDS (120).
+(STARTTLS), MAIL_TIMEOUT, MAIL_RETRY_SECONDS, MAIL_MAX_ATTEMPTS, MAIL_LEASE_SECONDS (shop/config.py).
 """
 
 import logging
+import re
 import smtplib
 import ssl
-from datetime import timedelta
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, parseaddr
 
 from flask import current_app, render_template
 from flask_babel import force_locale, gettext
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, select
 
-from shop.db import db
+from shop import jobs
+from shop.db import db, transaction
 from shop.i18n import language_of_locale
-from shop.models import Email, utcnow
+from shop.models import Email, Order, utcnow
 from shop.money import format_amount
 
 log = logging.getLogger(__name__)
 
 OUTBOX, SENDING, SENT, FAILED, KEPT = "outbox", "sending", "sent", "failed", "kept"
+
+QUEUE = jobs.Queue(
+    name="emails",
+    table=Email.__table__,
+    pending=OUTBOX,
+    running=SENDING,
+    failed=FAILED,
+    due_column="next_attempt_at",
+    lease_setting="MAIL_LEASE_SECONDS",
+    max_attempts_setting="MAIL_MAX_ATTEMPTS",
+    backoff=jobs.exponential("MAIL_RETRY_SECONDS"),
+)
 
 # Wording from the KNET webhook table (https://docs.adyen.com/payment-methods/knet/api-only):
 # AUTHORISATION true: "inform the shopper that the payment has been successful and proceed with the order";
@@ -49,20 +65,34 @@ def N_(message):
 SUBJECTS = {
     "paid": N_("Your payment was successful: order %(reference)s"),
     "late_paid": N_("Your payment was successful: order %(reference)s"),
+    "duplicate_paid": N_("We received a second payment: order %(reference)s"),
     "failed": N_("Order %(reference)s cancelled: the payment failed"),
     "expired": N_("Order %(reference)s cancelled: the payment timed out"),
+    "unconfirmed": N_("Order %(reference)s cancelled: we could not confirm the payment"),
 }
 
 
-def queue_order_email(order, kind):
-    """Put the shopper email for an order outcome in the outbox, in the caller's transaction."""
-    db.session.execute(insert(Email.__table__), compose_order_email(order, kind))  # Core: see state.add_event
+def queue(order, kind):
+    """Put the shopper email of `kind` about `order` (as read in this transaction) in the outbox, in
+    the caller's transaction. Returns its id. Rendered later, when it is sent."""
+    if kind not in SUBJECTS:
+        raise ValueError(f"no shopper email of kind {kind!r}")
+    emails = Email.__table__
+    values = {
+        "order_id": order.id,
+        "kind": kind,
+        "language": language_of_locale(order.shopper_locale),
+        "to": order.shopper_email,
+        "status": OUTBOX,
+        "attempts": 0,
+        "next_attempt_at": utcnow(),
+        "created_at": utcnow(),
+    }
+    return db.session.execute(insert(emails).returning(emails.c.id), values).scalar_one()
 
 
-def compose_order_email(order, kind):
-    """The Email row (a dict) for `kind` ("paid", "late_paid", "failed", "expired") about `order`,
-    in its language."""
-    language = language_of_locale(order.shopper_locale)
+def render(order, kind, language):
+    """(subject, body) of the email of `kind` about `order`, in `language`."""
     context = {
         "order": order,
         "name": order.shopper_first_name,
@@ -71,121 +101,89 @@ def compose_order_email(order, kind):
         "link": f"{current_app.config['PUBLIC_BASE_URL']}/orders/{order.token}",
     }
     with force_locale(language):
-        return {
-            "order_id": order.id,
-            "to": order.shopper_email,
-            "subject": gettext(SUBJECTS[kind], reference=order.reference),
-            "body": render_template(f"emails/{kind}.txt", **context),
-        }
+        return gettext(SUBJECTS[kind], reference=order.reference), render_template(f"emails/{kind}.txt", **context)
+
+
+def message_id(reference, kind, mail_from):
+    """The same Message-ID every time this order's email of this kind is sent (RFC 5322 msg-id)."""
+    domain = parseaddr(mail_from or "")[1].rpartition("@")[2] or "localhost"
+    local = re.sub(r"[^A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]", "-", f"{reference}.{kind}")
+    return f"<{local}@{domain}>"
 
 
 def send_due(limit=50):
-    """Send the outbox emails that are due; keep them when no MAIL_SERVER is set. Returns the number sent."""
+    """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set).
+    Returns how many were sent or kept."""
     config = current_app.config
-    if not config.get("MAIL_SERVER"):
-        kept = db.session.execute(update(Email).where(Email.status == OUTBOX).values(status=KEPT)).rowcount
-        db.session.commit()
-        if kept:
-            log.info("%d email(s) kept in the outbox: MAIL_SERVER is not set", kept)
-        return 0
-
-    now = utcnow()
-    due = db.session.execute(
-        select(Email.id, Email.attempts)
-        .where(
-            or_(
-                and_(Email.status == OUTBOX, or_(Email.next_attempt_at.is_(None), Email.next_attempt_at <= now)),
-                # A sender that died mid-send: its lease has ended.
-                and_(Email.status == SENDING, Email.next_attempt_at <= now),
-            )
-        )
-        .order_by(Email.id)
-        .limit(limit)
-    ).all()
-    db.session.rollback()
-
-    sent = 0
+    handled = 0
     connection = None
     try:
-        for email_id, seen_attempts in due:
-            email = _claim(email_id, seen_attempts)
+        # One claim at a time, so that each lease only has to outlast one send (MAIL_LEASE_SECONDS).
+        for _ in range(limit):
+            claimed = QUEUE.claim(1)
+            if not claimed:
+                break
+            row = claimed[0]
+            email = _rendered(row.id)
             if email is None:
-                continue  # another worker has it
+                _finish(row, FAILED)
+                continue
+            if not config.get("MAIL_SERVER"):
+                _finish(row, KEPT)
+                handled += 1
+                continue
             try:
                 if connection is None:
                     connection = _connect(config)
                 connection.send_message(_message(email, config))
             except Exception as exc:  # noqa: BLE001 - any failure is retried, never lost
-                _failed(email, exc, config)
+                _failed(row, exc)
                 connection = _close(connection)
-                break  # the server is probably down: leave the rest for the next tick
-            _sent(email)
-            sent += 1
+                break  # the server is probably down: the rest wait for their claim to end
+            _finish(row, SENT, sent_at=utcnow())  # at once: the shorter this gap, the rarer a repeat
+            log.info("email %s sent (order %s, %s)", row.id, email.order_id, email.kind)
+            handled += 1
     finally:
         _close(connection)
-    return sent
+    if handled and not config.get("MAIL_SERVER"):
+        log.info("%d email(s) kept in the outbox: MAIL_SERVER is not set", handled)
+    return handled
 
 
-def _claim(email_id, seen_attempts):
-    """outbox (or an expired lease) → sending, atomically. The Email, or None if someone else won."""
-    now = utcnow()
-    lease = timedelta(seconds=current_app.config.get("MAIL_LEASE_SECONDS", 120))
-    claimed = db.session.execute(
-        update(Email)
-        .where(
-            Email.id == email_id,
-            Email.attempts == seen_attempts,
-            or_(
-                and_(Email.status == OUTBOX, or_(Email.next_attempt_at.is_(None), Email.next_attempt_at <= now)),
-                and_(Email.status == SENDING, Email.next_attempt_at <= now),
-            ),
-        )
-        .values(status=SENDING, attempts=seen_attempts + 1, next_attempt_at=now + lease)
-    ).rowcount
-    db.session.commit()
-    if claimed != 1:
+@transaction
+def _rendered(email_id):
+    """The email with its subject, body and Message-ID, rendered and stored the first time."""
+    email = db.session.get(Email, email_id)
+    if email is None:
         return None
-    return db.session.get(Email, email_id)
+    if email.body is None and email.kind in SUBJECTS and email.order_id is not None:
+        order = db.session.execute(select(Order).where(Order.id == email.order_id)).scalar_one()
+        language = email.language or language_of_locale(order.shopper_locale)
+        email.subject, email.body = render(order, email.kind, language)
+        email.message_id = message_id(order.reference, email.kind, current_app.config.get("MAIL_FROM"))
+    db.session.flush()
+    db.session.expunge(email)
+    return email
 
 
-def _finish(email, **values):
-    """Write the outcome only if this sender still holds the claim (attempts is the claim's token)."""
-    db.session.execute(
-        update(Email)
-        .where(Email.id == email.id, Email.status == SENDING, Email.attempts == email.attempts)
-        .values(**values)
-    )
-    db.session.commit()
+@transaction
+def _finish(row, status, **values):
+    QUEUE.finish(row, status, last_error=None, **values)
 
 
-def _sent(email):
-    _finish(email, status=SENT, sent_at=utcnow(), last_error=None)
-    log.info("email %s sent (order %s)", email.id, email.order_id)
-
-
-def _failed(email, exc, config):
+def _failed(row, exc):
     error = f"{type(exc).__name__}: {exc}"[:500]
-    max_attempts = config.get("MAIL_MAX_ATTEMPTS", 10)
-    if email.attempts >= max_attempts:
-        _finish(email, status=FAILED, last_error=error)
-        log.error("email %s not sent after %d attempts, given up: %s", email.id, email.attempts, type(exc).__name__)
-        return
-    delay = min(config.get("MAIL_RETRY_SECONDS", 30) * 2 ** (email.attempts - 1), 3600)
-    _finish(email, status=OUTBOX, last_error=error, next_attempt_at=utcnow() + timedelta(seconds=delay))
-    log.warning(
-        "email %s not sent (attempt %d of %d), retrying in %ss: %s",
-        email.id,
-        email.attempts,
-        max_attempts,
-        delay,
-        type(exc).__name__,
-    )
+    delay = QUEUE.retry(row, error)
+    if delay is None:
+        log.error("email %s not sent after %d attempts, given up: %s", row.id, row.attempts, type(exc).__name__)
+    else:
+        log.warning(
+            "email %s not sent (attempt %d), retrying in %ss: %s", row.id, row.attempts, delay, type(exc).__name__
+        )
 
 
 def _connect(config):
-    connection = smtplib.SMTP(
-        config["MAIL_SERVER"], config.get("MAIL_PORT") or 25, timeout=config.get("MAIL_TIMEOUT", 10)
-    )
+    connection = smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], timeout=config["MAIL_TIMEOUT"])
     try:
         if config.get("MAIL_USE_TLS"):
             connection.starttls(context=ssl.create_default_context())
@@ -212,8 +210,6 @@ def _message(email, config):
     message["To"] = email.to
     message["Subject"] = email.subject
     message["Date"] = formatdate(localtime=False)
-    # Name the domain: make_msgid would otherwise look up this host's name in DNS, which can be slow.
-    domain = parseaddr(config.get("MAIL_FROM") or "")[1].rpartition("@")[2] or "localhost"
-    message["Message-ID"] = make_msgid(idstring=f"email-{email.id}", domain=domain)
+    message["Message-ID"] = email.message_id or message_id(f"email-{email.id}", "legacy", config.get("MAIL_FROM"))
     message.set_content(email.body)
     return message

@@ -43,6 +43,9 @@ class Order(db.Model):
     token: Mapped[str] = mapped_column(String(64), unique=True, default=new_order_token)
     # One checkout form session makes one order, whatever the number of clicks or tabs.
     checkout_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The shopper's cart (one per browser session, a new one after it was paid for): two orders of
+    # one cart that are both paid mean the shopper paid twice.
+    cart_ref: Mapped[str | None] = mapped_column(String(32), index=True)
     status: Mapped[str] = mapped_column(String(16), default=OrderStatus.CREATED)
     # Compare-and-set counter: every state change is `UPDATE … WHERE version = :seen`.
     version: Mapped[int] = mapped_column(Integer, default=0)
@@ -66,6 +69,12 @@ class Order(db.Model):
     # Flags for a person to look at.
     needs_refund_decision: Mapped[bool] = mapped_column(Boolean, default=False)
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when this order was paid while another order of its cart already was: a second payment.
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    # Why the order is in its status when no webhook put it there: "unconfirmed", closed by the shop's
+    # reconciliation (shop/orders/reconcile.py) after no result came for RECONCILE_AFTER_SECONDS.
+    status_reason: Mapped[str | None] = mapped_column(String(32))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -77,6 +86,22 @@ class Order(db.Model):
     @property
     def shopper_name(self):
         return f"{self.shopper_first_name} {self.shopper_last_name}"
+
+    @property
+    def duplicate_payment(self):
+        return self.duplicate_of_id is not None
+
+    @property
+    def flags(self):
+        """The flags a person should act on, in words (the console and `flask orders list`)."""
+        flags = []
+        if self.needs_review:
+            flags.append("needs review")
+        if self.needs_refund_decision:
+            flags.append("needs refund decision")
+        if self.duplicate_of_id is not None:
+            flags.append(f"duplicate_payment of order #{self.duplicate_of_id}")
+        return flags
 
     @property
     def latest_attempt(self):
@@ -132,14 +157,27 @@ class ApiCall(db.Model):
 
 
 class OrderEvent(db.Model):
-    """The order's timeline: redirects, returns, webhooks and state changes, each with its cause."""
+    """One step of the order's timeline, as fields the console reads (never as wording to parse).
+
+    `kind` says what happened (shop.orders.events.Kind); a state change has its old and new status;
+    a step caused by a stored notification, a payment attempt or an email points at it. `note` is the
+    rule's own explanation ("the payment succeeded after the order was cancelled"); `detail` holds
+    what only that kind has (the redirect's method, the resultCode shown). `summary` is kept for
+    rows written before these fields existed.
+    """
 
     __tablename__ = "order_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))  # "redirect", "return", "webhook", "transition", …
-    summary: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    old_status: Mapped[str | None] = mapped_column(String(16))
+    new_status: Mapped[str | None] = mapped_column(String(16))
+    notification_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("payment_attempts.id"))
+    email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id"))
+    note: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -178,15 +216,25 @@ class Notification(db.Model):
 
 
 class Email(db.Model):
-    """A message to the shopper, kept in an outbox and sent over SMTP when MAIL_SERVER is set."""
+    """A message to the shopper, kept in an outbox and sent over SMTP when MAIL_SERVER is set.
+
+    The row is written with the order change that causes it (one per order and `kind`: the unique
+    constraint makes a second one impossible) and rendered, in `language`, when it is sent.
+    """
 
     __tablename__ = "emails"
+    __table_args__ = (UniqueConstraint("order_id", "kind", name="uq_emails_order_kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    # What it tells the shopper: "paid", "failed", "expired", "unconfirmed", … (shop/mail.py)
+    kind: Mapped[str | None] = mapped_column(String(32))
+    language: Mapped[str | None] = mapped_column(String(8))
     to: Mapped[str] = mapped_column(String(256))
-    subject: Mapped[str] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(Text)
+    # Filled in when the email is rendered, just before it is sent (or kept).
+    subject: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="outbox")  # outbox | sending | sent | failed | kept
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

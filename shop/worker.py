@@ -1,11 +1,12 @@
-"""A background loop for work that must not hold up a request: processing stored webhooks,
-the simulator's webhook deliveries, sending emails.
+"""A background loop for work that must not hold up a request: applying stored webhooks, sending
+emails, closing orders no result came for, and the jobs plug-ins register (`register`: the
+simulator's webhook deliveries).
 
 By default each app process runs the loop in a daemon thread. With BACKGROUND_WORKER=0 the web
 processes only answer requests, and `flask --app wsgi worker` runs the loop in a process of its own.
-Each job claims its rows in the database, so several processes (gunicorn workers, `flask worker`
-processes, hosts) can run the loop at once without doing the same work twice. Tests and the CLI
-can call `run_once()` directly.
+Each job claims its rows in the database (shop/jobs.py), so several processes (gunicorn workers,
+`flask worker` processes, hosts) can run the loop at once without doing the same work twice. Tests
+and the CLI can call `run_once()` directly.
 """
 
 import logging
@@ -74,21 +75,29 @@ class Worker:
 
 
 def init_app(app):
-    worker = Worker(app, interval=app.config.get("WORKER_INTERVAL", 1.0))
-    app.extensions["worker"] = worker
+    """The app's loop with the shop's own jobs; `start` runs it once every plug-in added its jobs."""
+    from shop import mail
+    from shop.orders import reconcile
     from shop.webhooks import processing
 
+    worker = Worker(app, interval=app.config["WORKER_INTERVAL"])
+    app.extensions["worker"] = worker
     worker.register("process webhooks", processing.process_due)
-    if app.config["ADYEN_ENVIRONMENT"] == "simulator":
-        from shop.simulator import sender
-
-        worker.register("simulator webhook deliveries", sender.deliver_due)
-    from shop import mail
-
     worker.register("send emails", mail.send_due)
+    worker.register("close orders no result came for", reconcile.reconcile_due)
     app.cli.add_command(worker_command)
+
+
+def register(app, name, job):
+    """Add a job (a function run in an app context) to the app's background loop: for plug-ins."""
+    app.extensions["worker"].register(name, job)
+
+
+def start(app):
+    """Run the loop in a thread of this process, unless BACKGROUND_WORKER is off or this is a
+    `flask` command other than `flask run`."""
     if app.config["BACKGROUND_WORKER"] and not _in_cli_command():
-        worker.start()
+        app.extensions["worker"].start()
 
 
 @click.command("worker")

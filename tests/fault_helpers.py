@@ -96,7 +96,11 @@ def deliveries(server):
 
 
 def transitions(server, text):
-    return count(server, OrderEvent, OrderEvent.kind == "transition", OrderEvent.summary.contains(text))
+    """How many state changes by webhook read `text` ("pending → paid")."""
+    old, new = (part.strip() for part in text.split("→"))
+    return count(
+        server, OrderEvent, OrderEvent.kind == "transition", OrderEvent.old_status == old, OrderEvent.new_status == new
+    )
 
 
 def form_posting_to(page, suffix):

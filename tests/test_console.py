@@ -78,21 +78,27 @@ def test_timeline_of_a_finished_order_shows_every_step_in_order(live_server_fact
         steps,
         [
             ("api", "POST /paymentMethods → HTTP 200, KNET offered"),
-            ("order", "created from the cart"),
-            ("transition", "created → pending"),
+            ("order_created", "created from the cart"),
+            ("payment_started", "created → pending"),
             ("api", "POST /payments → HTTP 200, RedirectShopper"),
+            ("payment_answered", "RedirectShopper"),
             ("redirect", "Shopper sent to KNET by GET"),
             ("return", "Shopper back from KNET by GET"),
             ("api", "POST /payments/details → HTTP 200, Authorised"),
-            ("result", "'Authorised'"),
+            ("result_shown", "'Authorised'"),
             ("webhook", "AUTHORISATION success=true"),
-            ("transition", "pending → paid"),
+            ("transition", "pending → paid: AUTHORISATION success=true"),
             ("email", "Your payment was successful"),
-            ("webhook", "processed"),
         ],
     )
     received = next(title for kind, title in steps if kind == "webhook" and "received" in title)
     assert "verified" in received and "first delivery" in received
+    # Each thing is said once: the rule of the state change appears under that step only, and no
+    # two steps of different kinds share an explanation.
+    assert text_of(page.text).count("proceed with the order") == 1
+    whys = {}
+    for kind, why in re.findall(r'data-kind="([^"]+)">.*?<p class="why">(.*?)<a', page.text, re.S):
+        assert whys.setdefault(why.strip(), kind) == kind, (why, kind)
 
     text = text_of(page.text)
     # Each step says why, and links to Adyen's docs.
@@ -177,7 +183,7 @@ def test_demo_scenario_lands_on_its_timeline_and_ends_in_its_state(live_server_f
         assert order.shopper_first_name == "Demo"
     expected = [
         ("api", "POST /paymentMethods"),
-        ("order", "Demo scenario"),
+        ("note", "Demo scenario"),
         ("api", "POST /payments → HTTP 200, RedirectShopper"),
         ("redirect", "Shopper sent to KNET"),
     ]
@@ -241,10 +247,10 @@ def test_send_a_duplicate_and_resend_are_acknowledged_with_no_second_effect(live
     # No second effect: one notification, one transition to paid, one email.
     assert count(server.app, Notification) == 1
     assert count(server.app, Email) == 1
-    assert count(server.app, OrderEvent, OrderEvent.kind == "transition", OrderEvent.summary.contains("→ paid")) == 1
+    assert count(server.app, OrderEvent, OrderEvent.kind == "transition", OrderEvent.new_status == "paid") == 1
     steps = steps_of(requests.get(f"{server.url}/console/orders/{order_id}", timeout=10).text)
-    again = [title for kind, title in steps if kind == "webhook" and "delivered again" in title]
-    assert len(again) == 2 and all("no second effect" in title for title in again)
+    again = [title for kind, title in steps if kind == "webhook_duplicate"]
+    assert len(again) == 2 and all("delivered again" in title for title in again)
 
 
 def test_replay_from_the_inbox_is_a_no_op_for_an_applied_webhook(live_server_factory):
@@ -265,9 +271,15 @@ def test_replay_from_the_inbox_is_a_no_op_for_an_applied_webhook(live_server_fac
         return in_app(server.app, lambda: db.session.execute(select(Notification.status, Notification.note)).one())()
 
     wait_for(lambda: note()[0] == "processed" and "already paid" in (note()[1] or ""), message="the replay applied")
+    with server.app.app_context():
+        row = db.session.get(Notification, notification_id)
+        note_of_replay = f"{row.event_code} success=true (pspReference {row.psp_reference})"
     assert count(server.app, Email) == 1
     steps = steps_of(requests.get(f"{server.url}/console/orders/{order_id}", timeout=10).text)
-    assert any(kind == "webhook" and "replayed" in title for kind, title in steps)
+    assert any(kind == "webhook_replayed" and "replayed" in title for kind, title in steps)
+    assert [title for kind, title in steps if kind == "webhook_processed"] == [
+        f"Webhook applied, no change: {note_of_replay}"
+    ]
 
 
 def test_rejected_webhooks_are_listed_without_their_body(live_server):

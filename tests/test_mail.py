@@ -9,13 +9,24 @@ import threading
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from shop import mail
 from shop.db import db
-from shop.models import Email
-from shop.orders import state
+from shop.models import Email, Order
 from shop.orders.state import WebhookEvent
-from tests.webhook_helpers import emails, envelope, get_order, item, make_order, order_status, post, wait_for
+from tests.webhook_helpers import (
+    apply_event,
+    emails,
+    envelope,
+    get_order,
+    item,
+    kept_emails,
+    make_order,
+    order_status,
+    post,
+    wait_for,
+)
 
 PSP = "PSPPAYMENT000001"
 OUTCOMES = {
@@ -84,9 +95,12 @@ def test_one_email_per_outcome_with_the_docs_wording(app, outcome):
     reference = make_order(app, status=status)
     with app.app_context():
         for event in events * 3:  # delivered three times: still one email
-            state.apply_event(reference, event)
+            apply_event(reference, event)
     order = get_order(app, reference)
-    (message,) = emails(app, reference)
+    (queued,) = emails(app, reference)
+    # Queued with the change, written in the order's language when it goes out (here: kept).
+    assert (queued.status, queued.kind, queued.language, queued.body) == ("outbox", outcome, "en", None)
+    (message,) = kept_emails(app, reference)
     subject_words, body_words = WORDING[outcome]
     assert message.to == "fatima@example.com"
     assert subject_words in message.subject and reference in message.subject
@@ -94,15 +108,16 @@ def test_one_email_per_outcome_with_the_docs_wording(app, outcome):
     assert reference in message.body
     assert "12.500 KWD" in message.body
     assert f"http://127.0.0.1:5000/orders/{order.token}" in message.body
-    assert message.status == "outbox"
+    assert message.status == "kept"
+    assert message.message_id == f"<{reference}.{outcome}@example.com>"
 
 
 def test_no_email_without_an_outcome(app):
     reference = make_order(app, amount_value=12500)
     paid = make_order(app, status="paid", psp_reference=PSP)
     with app.app_context():
-        state.apply_event(reference, WebhookEvent("AUTHORISATION", True, 999, "KWD", PSP))  # needs review
-        state.apply_event(paid, WebhookEvent("OFFER_CLOSED", True, 12500, "KWD", PSP))  # no-op
+        apply_event(reference, WebhookEvent("AUTHORISATION", True, 999, "KWD", PSP))  # needs review
+        apply_event(paid, WebhookEvent("OFFER_CLOSED", True, 12500, "KWD", PSP))  # no-op
     assert emails(app) == []
 
 
@@ -110,10 +125,12 @@ def test_without_mail_server_emails_are_kept(app):
     assert not app.config["MAIL_SERVER"]
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["paid"][1][0])
+        apply_event(reference, OUTCOMES["paid"][1][0])
+        assert mail.send_due() == 1
         assert mail.send_due() == 0
     (message,) = emails(app, reference)
-    assert (message.status, message.attempts) == ("kept", 0)
+    assert (message.status, message.attempts) == ("kept", 1)
+    assert "Your payment was successful" in message.subject
 
 
 def test_sent_over_smtp_when_mail_server_is_set(app, smtp_server):
@@ -121,7 +138,7 @@ def test_sent_over_smtp_when_mail_server_is_set(app, smtp_server):
     mail_to(app, port, MAIL_FROM="KNET Demo Shop <shop@example.com>")
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["paid"][1][0])
+        apply_event(reference, OUTCOMES["paid"][1][0])
         assert mail.send_due() == 1
         assert mail.send_due() == 0  # nothing left: never sent twice
     ((recipients, message),) = handler.messages
@@ -129,7 +146,9 @@ def test_sent_over_smtp_when_mail_server_is_set(app, smtp_server):
     assert message["From"] == "KNET Demo Shop <shop@example.com>"
     assert message["Subject"] == f"Your payment was successful: order {reference}"
     assert "12.500 KWD" in message.get_content()
-    assert message["Message-ID"].endswith("@example.com>")
+    # The same Message-ID each time this order's email of this outcome goes out: a repeat after a
+    # crash is recognisably the same message.
+    assert message["Message-ID"] == f"<{reference}.paid@example.com>"
     (row,) = emails(app, reference)
     assert (row.status, row.attempts, row.last_error) == ("sent", 1, None)
     assert row.sent_at is not None
@@ -140,7 +159,7 @@ def test_smtp_down_is_retried_not_lost(app, smtp_server):
     mail_to(app, port)
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["expired"][1][0])
+        apply_event(reference, OUTCOMES["expired"][1][0])
         assert mail.send_due() == 0
     (row,) = emails(app, reference)
     assert (row.status, row.attempts) == ("outbox", 1)
@@ -159,7 +178,7 @@ def test_temporary_refusal_is_retried(app, smtp_server):
     mail_to(app, port)
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["failed"][1][0])
+        apply_event(reference, OUTCOMES["failed"][1][0])
         for _ in range(3):
             mail.send_due()
     assert len(handler.messages) == 1
@@ -171,7 +190,7 @@ def test_retry_waits_for_its_delay(app):
     mail_to(app, free_port(), MAIL_RETRY_SECONDS=3600)
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["paid"][1][0])
+        apply_event(reference, OUTCOMES["paid"][1][0])
         mail.send_due()
         mail.send_due()  # not due yet
     (row,) = emails(app, reference)
@@ -182,7 +201,7 @@ def test_gives_up_after_max_attempts(app):
     mail_to(app, free_port(), MAIL_MAX_ATTEMPTS=3)
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["paid"][1][0])
+        apply_event(reference, OUTCOMES["paid"][1][0])
         for _ in range(5):
             mail.send_due()
     (row,) = emails(app, reference)
@@ -194,7 +213,7 @@ def test_a_dead_senders_lease_is_reclaimed(app, smtp_server):
     mail_to(app, port)
     reference = make_order(app)
     with app.app_context():
-        state.apply_event(reference, OUTCOMES["paid"][1][0])
+        apply_event(reference, OUTCOMES["paid"][1][0])
         # A sender claimed it and died: its lease ended a moment ago.
         db.session.execute(update(Email).values(status="sending", attempts=1, next_attempt_at=Email.created_at))
         db.session.commit()
@@ -208,7 +227,7 @@ def test_concurrent_senders_send_each_email_once(app, smtp_server):
     references = [make_order(app) for _ in range(8)]
     with app.app_context():
         for reference in references:
-            state.apply_event(reference, OUTCOMES["paid"][1][0])
+            apply_event(reference, OUTCOMES["paid"][1][0])
     barrier = threading.Barrier(4)
 
     def send():
@@ -257,9 +276,40 @@ def test_smtp_login_when_a_username_is_set(app, smtp_server):
         mail_to(app, controller.port, MAIL_USERNAME="shop", MAIL_PASSWORD="s3cret")
         reference = make_order(app)
         with app.app_context():
-            state.apply_event(reference, OUTCOMES["paid"][1][0])
+            apply_event(reference, OUTCOMES["paid"][1][0])
             assert mail.send_due() == 1
     finally:
         controller.stop()
     assert logins == [True]
     assert len(handler.messages) == 1
+
+
+def test_a_resend_after_a_lost_sent_mark_carries_the_same_message_id(app, smtp_server):
+    """A sender died after the SMTP server accepted the email and before it marked it sent: when its
+    lease ends the email goes out again, recognisably the same message (README, Email)."""
+    handler, port = smtp_server()
+    mail_to(app, port)
+    reference = make_order(app)
+    with app.app_context():
+        apply_event(reference, OUTCOMES["paid"][1][0])
+        assert mail.send_due() == 1
+        # What the dead sender left: the row still "sending", its lease over.
+        db.session.execute(update(Email).values(status="sending", next_attempt_at=Email.created_at))
+        db.session.commit()
+        assert mail.send_due() == 1
+    first, second = (message for _, message in handler.messages)
+    assert first["Message-ID"] == second["Message-ID"] == f"<{reference}.paid@example.com>"
+    assert first["Subject"] == second["Subject"]
+    (row,) = emails(app, reference)
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+def test_one_email_per_order_and_outcome_is_a_rule_of_the_table(app):
+    reference = make_order(app)
+    with app.app_context():
+        apply_event(reference, OUTCOMES["paid"][1][0])
+        order = db.session.execute(db.select(Order).filter_by(reference=reference)).scalar_one()
+        with pytest.raises(IntegrityError):
+            mail.queue(order, "paid")
+        db.session.rollback()
+    assert len(emails(app, reference)) == 1

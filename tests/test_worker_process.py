@@ -73,7 +73,10 @@ def test_a_worker_process_applies_what_web_processes_only_store(live_server_fact
             worker.kill()
             worker.wait(5)
     output = log_path.read_text(errors="replace")
-    assert "background worker started: process webhooks, simulator webhook deliveries, send emails" in output
+    assert (
+        "background worker started: process webhooks, send emails, close orders no result came for, "
+        "simulator webhook deliveries" in output
+    )
     assert "every 0.1 s" in output
     assert output.count("background worker stopped") == 1
     assert "Traceback" not in output

@@ -8,9 +8,11 @@ import time
 import requests
 from sqlalchemy import func, select
 
+from shop import mail
 from shop.adyen.signature import sign
-from shop.db import db
+from shop.db import db, transaction
 from shop.models import Email, Notification, Order, OrderEvent
+from shop.orders import state
 
 _numbers = itertools.count(1)
 
@@ -36,6 +38,14 @@ def make_order(app, status="pending", amount_value=12500, currency="KWD", **fiel
         db.session.add(order)
         db.session.commit()
     return reference
+
+
+@transaction
+def apply_event(reference, event):
+    """Apply a verified webhook event to the order with this reference, in an app context, as the
+    webhook processor does (shop/webhooks/processing.py). The Decision, or None for no such order."""
+    order_id = state.order_id_for(reference)
+    return state.apply_webhook(order_id, event) if order_id is not None else None
 
 
 def get_order(app, reference):
@@ -141,16 +151,35 @@ def notifications(app, **filters):
 
 
 def events(app, reference, kind=None):
+    """The order's timeline rows (OrderEvent), oldest first; of one kind (shop.orders.history.Kind)."""
     with app.app_context():
-        query = (
-            select(OrderEvent.summary).join(Order, Order.id == OrderEvent.order_id).where(Order.reference == reference)
-        )
+        query = select(OrderEvent).join(Order, Order.id == OrderEvent.order_id).where(Order.reference == reference)
         if kind:
             query = query.where(OrderEvent.kind == kind)
-        return list(db.session.execute(query.order_by(OrderEvent.id)).scalars())
+        rows = db.session.execute(query.order_by(OrderEvent.id)).scalars().all()
+        for row in rows:
+            db.session.expunge(row)
+        return rows
+
+
+def kept_emails(app, reference=None):
+    """The outbox rows after the mail job ran, in an app without MAIL_SERVER: rendered and kept."""
+    assert not app.config.get("MAIL_SERVER")
+    with app.app_context():
+        mail.send_due()
+    return emails(app, reference)
+
+
+def transitions(app, reference):
+    """The order's state changes by webhook, as (old status, new status, rule)."""
+    return [(e.old_status, e.new_status, e.note) for e in events(app, reference) if e.kind in STATUS_KINDS]
+
+
+STATUS_KINDS = ("transition", "duplicate_payment")
 
 
 def emails(app, reference=None):
+    """The outbox rows (of one order), as they are: an email is rendered only when it is sent."""
     with app.app_context():
         query = select(Email).order_by(Email.id)
         if reference:

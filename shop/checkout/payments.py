@@ -3,6 +3,8 @@
 Advanced flow, API only (https://docs.adyen.com/payment-methods/knet/api-only):
 /paymentMethods → /payments → redirect to KNET → return → /payments/details → webhook.
 Views call these functions; these call the Adyen client and the store, never the other way.
+What is written is written in units of work (shop.db.transaction), never across a call to Adyen:
+save what the call needs, call, then save what it answered.
 """
 
 import hashlib
@@ -12,13 +14,15 @@ import time
 from datetime import UTC, datetime
 
 from flask import current_app
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shop import security
 from shop.adyen import AdyenApiError, AdyenUnavailable
-from shop.db import db
+from shop.db import Conflict, db, transaction
 from shop.models import AttemptStatus, Order, OrderStatus, PaymentAttempt
-from shop.orders import state
+from shop.orders import history, state
+from shop.orders.history import Kind
 from shop.services import adyen
 
 log = logging.getLogger(__name__)
@@ -96,15 +100,29 @@ def new_reference():
     return f"KNET-{day}-{secrets.token_hex(4).upper()}"
 
 
-def order_for_checkout(checkout_key, cart, shopper, locale):
-    """Find or create the one order of this checkout form. Returns (order, created).
+def orders_of(token=None, checkout_key=None):
+    """The order with this token or checkout key, or None."""
+    query = select(Order)
+    query = query.where(Order.token == token) if token is not None else query.where(Order.checkout_key == checkout_key)
+    return db.session.execute(query).scalar_one_or_none()
+
+
+def orders_of_cart(cart_ref):
+    """The orders made from one cart, newest first."""
+    return db.session.execute(select(Order).where(Order.cart_ref == cart_ref).order_by(Order.id.desc())).scalars()
+
+
+@transaction
+def order_for_checkout(checkout_key, cart, shopper, locale, cart_ref=None):
+    """Find or create the one order of this checkout form. Returns its (id, token).
 
     A double click or a second tab posts the same checkout_key, and so finds the same order.
     """
-    order = db.session.execute(db.select(Order).filter_by(checkout_key=checkout_key)).scalar_one_or_none()
+    order = orders_of(checkout_key=checkout_key)
     if order is None:
         order = Order(
             checkout_key=checkout_key,
+            cart_ref=cart_ref,
             reference=new_reference(),
             amount_value=cart.total,
             currency="KWD",
@@ -114,27 +132,16 @@ def order_for_checkout(checkout_key, cart, shopper, locale):
         )
         db.session.add(order)
         try:
-            db.session.commit()
-            state.add_event(
-                order.id, "order", f"Order {order.reference} created from the cart ({_count(len(order.lines), 'line')})"
-            )
-            db.session.commit()
-            return order, True
-        except IntegrityError:  # the other click won the race: use its order
-            db.session.rollback()
-            order = db.session.execute(db.select(Order).filter_by(checkout_key=checkout_key)).scalar_one()
-            return order, False
-    if order.status == OrderStatus.CREATED:
+            db.session.flush()
+        except IntegrityError:
+            raise Conflict("the other click made this form's order") from None  # run again: it finds it
+        history.note(order.id, Kind.ORDER_CREATED, detail={"lines": len(order.lines)})
+    elif order.status == OrderStatus.CREATED:
         # Not paid for yet (say Adyen refused the last request): take the cart and details as they are now.
         order.amount_value, order.lines, order.shopper_locale = cart.total, cart.snapshot(), locale
         for name, value in shopper.items():
             setattr(order, name, value)
-        db.session.commit()
-    return order, False
-
-
-def _count(number, noun):
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+    return order.id, order.token
 
 
 def payment_request(order):
@@ -156,26 +163,45 @@ def payment_request(order):
     }
 
 
-def pay(order):
-    """Call /payments for an order that is pending, and keep the action. Returns the attempt.
-
-    The attempt and its Idempotency-Key are saved before the call, so a retry after a timeout
-    reuses the key and cannot create a second payment.
-    """
+@transaction
+def _calling_attempt(order_id):
+    """(order id, the attempt whose /payments is under way or unanswered, its request body)."""
+    order = db.session.get(Order, order_id)
     attempt = order.latest_attempt
-    if attempt is None or attempt.status != AttemptStatus.CALLING:
-        attempt = PaymentAttempt(order_id=order.id)
-        db.session.add(attempt)
-        db.session.commit()
+    if order.status != OrderStatus.PENDING or attempt is None or attempt.status != AttemptStatus.CALLING:
+        return None, None
+    return attempt.id, (attempt.idempotency_key, payment_request(order))
 
-    body = payment_request(order)
-    response, last_error = _call_payments(order, attempt, body)
+
+def pay(order_id):
+    """Call /payments for a pending order's unanswered attempt, and keep the answer.
+
+    The attempt and its Idempotency-Key were saved before (state.start_payment), so a retry after a
+    timeout reuses the key and cannot create a second payment. Returns the attempt's id; raises
+    PaymentNotStarted (Adyen refused it) or PaymentOutcomeUnknown (no usable answer).
+    """
+    attempt_id, call = _calling_attempt(order_id)
+    if attempt_id is None:
+        return None
+    idempotency_key, body = call
+    response, last_error = _call_payments(order_id, attempt_id, idempotency_key, body)
     if response is None:
-        log.warning("order %s: /payments outcome unknown (%s)", order.reference, last_error)
-        state.add_event(order.id, "payment", f"/payments got no usable answer ({last_error}); the outcome is unknown")
-        db.session.commit()
+        log.warning("order %s: /payments outcome unknown (%s)", body["reference"], last_error)
+        history_note(order_id, Kind.PAYMENT_UNKNOWN, str(last_error), attempt_id=attempt_id)
         raise PaymentOutcomeUnknown(str(last_error))
+    _record_payments_answer(order_id, attempt_id, response)
+    return attempt_id
 
+
+@transaction
+def history_note(order_id, kind, note=None, **fields):
+    """A timeline step of its own (a unit of work)."""
+    history.note(order_id, kind, note, **fields)
+
+
+@transaction
+def _record_payments_answer(order_id, attempt_id, response):
+    attempt = db.session.get(PaymentAttempt, attempt_id)
     action = response.get("action") or {}
     attempt.result_code = response.get("resultCode")
     attempt.psp_reference = response.get("pspReference")
@@ -185,17 +211,16 @@ def pay(order):
         attempt.action_method = (action.get("method") or "GET").upper()
         attempt.action_url = action["url"]
         attempt.action_data = action.get("data") or {}
-        state.add_event(order.id, "payment", "/payments answered RedirectShopper: the shopper goes to KNET")
-        db.session.commit()
-        return attempt
+        detail = {"resultCode": attempt.result_code, "method": attempt.action_method}
+        history.note(order_id, Kind.PAYMENT_ANSWERED, detail=detail, attempt_id=attempt_id)
+        return
     # Not a redirect (KNET always redirects): show the result as a return would.
     attempt.status = AttemptStatus.RETURNED
-    db.session.commit()
-    state.record_shopper_result(order.id, response)
-    return attempt
+    history.note(order_id, Kind.PAYMENT_ANSWERED, detail={"resultCode": attempt.result_code}, attempt_id=attempt_id)
+    state.record_shopper_result(order_id, response, attempt_id)
 
 
-def _call_payments(order, attempt, body):
+def _call_payments(order_id, attempt_id, idempotency_key, body):
     """(response, None), or (None, the last error) when no try got a usable answer.
 
     Tries again, with the same Idempotency-Key, after no answer, a 5xx or a 704 ("already processed
@@ -211,17 +236,19 @@ def _call_payments(order, attempt, body):
         if tried:
             pause = backoff[min(tried - 1, len(backoff) - 1)] if backoff else 0
             if deadline - time.monotonic() - pause < MIN_TRY_SECONDS:
-                log.info("order %s: no time left for another /payments try", order.reference)
+                log.info("order %s: no time left for another /payments try", body["reference"])
                 break
             time.sleep(pause)
         try:
             response = adyen().payments(
-                body, attempt.idempotency_key, context={"order_id": order.id}, timeout=_timeout_until(deadline)
+                body, idempotency_key, context={"order_id": order_id}, timeout=_timeout_until(deadline)
             )
             return response, None
         except AdyenApiError as error:
             if error.is_final and error.error_code != "704":
-                _rejected(order, attempt, error)
+                log.warning("order %s: /payments refused with %s %s", body["reference"], error.status, error.error_code)
+                state.payment_refused(order_id, attempt_id, error.status, error.error_code)
+                raise PaymentNotStarted(error.message or "", status=error.status) from None
             last_error = error
         except AdyenUnavailable as error:
             last_error = error
@@ -237,46 +264,29 @@ def _timeout_until(deadline):
     return (connect, read)
 
 
-def _rejected(order, attempt, error):
-    attempt.status = AttemptStatus.REJECTED
-    attempt.error_code = error.error_code
-    db.session.commit()
-    log.warning("order %s: /payments refused with %s %s", order.reference, error.status, error.error_code)
-    # No payment exists, so the order may be paid for again (after the shopper fixes the cause).
-    state.compare_and_set(
-        order.id,
-        lambda o: (
-            {
-                "status": OrderStatus.CREATED,
-                "_events": [
-                    ("transition", f"pending → created: /payments refused ({error.status} {error.error_code})", None)
-                ],
-            }
-            if o.status == OrderStatus.PENDING
-            else None
-        ),
-    )
-    raise PaymentNotStarted(error.message or "", status=error.status)
-
-
 def redirect_action(order):
     """The action to send the shopper to: only ever one the server itself received from Adyen,
-    and only to an Adyen or KNET address (raises UnsafeRedirect otherwise)."""
+    and only to an Adyen or KNET address (raises UnsafeRedirect otherwise). Notes the redirect."""
     attempt = order.latest_attempt
-    if attempt and attempt.status == AttemptStatus.REDIRECTED and attempt.action_url:
-        if not security.is_payment_page_url(attempt.action_url):
-            log.error(
-                "order %s: refused to send the shopper to %r: not an Adyen or KNET page",
-                order.reference,
-                security.origin_of(attempt.action_url),
-            )
-            state.add_event(
-                order.id, "redirect", "Refused to send the shopper to an address that is not Adyen's or KNET's"
-            )
-            db.session.commit()
-            raise UnsafeRedirect(order.reference)
-        return attempt
-    return None
+    if not (attempt and attempt.status == AttemptStatus.REDIRECTED and attempt.action_url):
+        return None
+    if not security.is_payment_page_url(attempt.action_url):
+        log.error(
+            "order %s: refused to send the shopper to %r: not an Adyen or KNET page",
+            order.reference,
+            security.origin_of(attempt.action_url),
+        )
+        history_note(order.id, Kind.REDIRECT_REFUSED, attempt_id=attempt.id)
+        raise UnsafeRedirect(order.reference)
+    detail = {"url": attempt.action_url, "method": attempt.action_method}
+    history_note(order.id, Kind.REDIRECT, detail=detail, attempt_id=attempt.id)
+    return attempt
+
+
+def note_return(order_id, method, value):
+    """The shopper is back from KNET (the redirectResult is kept shortened: a one-time bearer value)."""
+    shortened = (value[:12] + "…") if value else None
+    history_note(order_id, Kind.RETURN, detail={"method": method, "redirectResult": shortened})
 
 
 def complete_return(order, redirect_result, is_payload=False):
@@ -288,52 +298,61 @@ def complete_return(order, redirect_result, is_payload=False):
     if order.result_code in FINAL_RESULTS:
         return None
     attempt = order.latest_attempt
+    attempt_id = attempt.id if attempt else None
+    order_id = order.id
     key_name = "payload" if is_payload else "redirectResult"
     # The same redirectResult always carries the same Idempotency-Key, so a refresh or a
     # double POST gets Adyen's first answer instead of "704 request already processed".
     digest = hashlib.sha256(redirect_result.encode()).hexdigest()[:24]
-    idempotency_key = f"details-{attempt.id if attempt else 0}-{digest}"
+    idempotency_key = f"details-{attempt_id or 0}-{digest}"
     try:
         response = adyen().payments_details(
             {"details": {key_name: redirect_result}},  # only the allowlisted key, decoded once
             idempotency_key=idempotency_key,
-            context={"order_id": order.id},
+            context={"order_id": order_id},
         )
     except AdyenApiError as error:
         if error.error_code == "704":  # already processed or in progress: not a failure
-            _back_from_knet(attempt)
-            state.add_event(order.id, "return", "/payments/details: 704 already processed; the webhook decides")
-            db.session.commit()
+            _details_unanswered(order_id, attempt_id, "704 request already processed or in progress")
             return None
         if not error.is_final:
-            _details_unknown(order, attempt, error)
+            _details_unanswered(order_id, attempt_id, str(error))
         raise
     except AdyenUnavailable as error:
-        _details_unknown(order, attempt, error)
+        _details_unanswered(order_id, attempt_id, str(error))
         raise
     reference = response.get("merchantReference")
     if reference and reference != order.reference:
         log.warning("return for order %s carried the result of %s; ignored", order.reference, reference)
-        state.add_event(order.id, "return", f"Ignored a redirectResult that belongs to another order ({reference})")
-        db.session.commit()
+        history_note(order_id, Kind.FOREIGN_RESULT, detail={"merchantReference": reference})
         raise ResultNotForThisOrder(reference)
-    if attempt:
-        attempt.status = AttemptStatus.RETURNED
-        attempt.result_code = response.get("resultCode")
-        attempt.psp_reference = response.get("pspReference") or attempt.psp_reference
-        db.session.commit()
-    state.record_shopper_result(order.id, response)
+    _record_details_answer(order_id, attempt_id, response)
     return response
 
 
-def _back_from_knet(attempt):
-    """The shopper is back from KNET: never offer to send them there again for this attempt."""
-    if attempt is not None and attempt.status == AttemptStatus.REDIRECTED:
-        attempt.status = AttemptStatus.RETURNED
+@transaction
+def _record_details_answer(order_id, attempt_id, response):
+    if attempt_id is not None:
+        db.session.execute(
+            update(PaymentAttempt)
+            .where(PaymentAttempt.id == attempt_id)
+            .values(
+                status=AttemptStatus.RETURNED,
+                result_code=response.get("resultCode"),
+                psp_reference=func.coalesce(response.get("pspReference"), PaymentAttempt.psp_reference),
+            )
+        )
+    state.record_shopper_result(order_id, response, attempt_id)
 
 
-def _details_unknown(order, attempt, error):
-    """/payments/details gave no usable answer: the shopper has paid or not, the webhook will say."""
-    _back_from_knet(attempt)
-    state.add_event(order.id, "return", f"/payments/details got no usable answer ({error}); the webhook decides")
-    db.session.commit()
+@transaction
+def _details_unanswered(order_id, attempt_id, why):
+    """/payments/details gave no usable answer (or 704): the shopper has paid or not, the webhook
+    will say. The shopper is back from KNET: never offer to send them there again for this attempt."""
+    if attempt_id is not None:
+        db.session.execute(
+            update(PaymentAttempt)
+            .where(PaymentAttempt.id == attempt_id, PaymentAttempt.status == AttemptStatus.REDIRECTED)
+            .values(status=AttemptStatus.RETURNED)
+        )
+    history.note(order_id, Kind.DETAILS_UNKNOWN, why, attempt_id=attempt_id)

@@ -1,4 +1,11 @@
-"""Checkout pages: the form and payment methods, the redirect to KNET, the return, the result."""
+"""Checkout pages: the form and payment methods, the redirect to KNET, the return, the result.
+
+One cart, one payment: while an order of the shopper's checkout is being paid (another tab, the Back
+button, a refresh), /checkout shows that order and what the shopper can do (go back to KNET, check
+the result, or start a new payment on purpose), instead of a second order for the same cart. Once
+any order of the cart is paid or received, the cart is emptied. Views read and call the payment
+services (shop/checkout/payments.py); they never write to the database themselves.
+"""
 
 import logging
 import secrets
@@ -11,8 +18,7 @@ from shop import csrf, i18n, security
 from shop.adyen import AdyenApiError, AdyenError
 from shop.checkout import bp, payments
 from shop.checkout.forms import CheckoutForm
-from shop.db import db
-from shop.models import Order, OrderStatus
+from shop.models import AttemptStatus, OrderStatus
 from shop.orders import state
 from shop.storefront.cart import Cart
 
@@ -74,13 +80,32 @@ WAITING = (
     _l("We're confirming your payment with KNET. This page updates by itself."),
 )
 
+# An order the shop itself closed because no result came (shop/orders/reconcile.py).
+UNCONFIRMED = (
+    "bad",
+    _l("Order cancelled"),
+    _l(
+        "We could not confirm your payment with KNET in time, so we cancelled the order. If money was "
+        "taken from your account, we will refund it; you can also try again."
+    ),
+)
+
+# The resultCodes after which the order is placed: the cart has been bought.
+PLACED_RESULTS = ("Authorised", "Pending", "Received")
+
+
+def _being_paid(order):
+    """The order's payment is under way: the shopper has not been shown a result yet."""
+    return order.status == OrderStatus.PENDING and not order.result_code
+
 
 def _checkout_key():
-    """The key of this checkout form, kept in the session; a new one once its order has left `created`."""
+    """The key of this checkout form, kept in the session; a new one once its order has a result
+    (paid, failed, expired, or refused on KNET's page) or when the shopper chose to pay again."""
     key = session.get("checkout_key")
     if key:
-        order = db.session.execute(db.select(Order).filter_by(checkout_key=key)).scalar_one_or_none()
-        if order is None or order.status == OrderStatus.CREATED:
+        order = payments.orders_of(checkout_key=key)
+        if order is None or order.status == OrderStatus.CREATED or _being_paid(order):
             return key
     key = secrets.token_urlsafe(24)
     session["checkout_key"] = key
@@ -88,12 +113,28 @@ def _checkout_key():
 
 
 def _order_or_404(token):
-    order = db.session.execute(db.select(Order).filter_by(token=token)).scalar_one_or_none()
+    order = payments.orders_of(token=token)
     if order is None:
         abort(404)
     # An order's pages speak its language unless the shopper chose one (a link from an email).
     i18n.prefer_order_language(order.shopper_locale)
     return order
+
+
+def _is_placed(order):
+    return order.status == OrderStatus.PAID or (
+        order.status == OrderStatus.PENDING and order.result_code in PLACED_RESULTS
+    )
+
+
+def _empty_the_cart_if_bought(cart):
+    """The order of this cart that was paid or received, after emptying the cart; or None."""
+    if cart.is_empty or not cart.ref:
+        return None
+    placed = next((order for order in payments.orders_of_cart(cart.ref) if _is_placed(order)), None)
+    if placed is not None:
+        cart.clear()
+    return placed
 
 
 def _payment_methods(cart, locale, checkout_key=None):
@@ -116,15 +157,28 @@ def _not_started_message(error):
     return gettext("The payment could not be started. Please check your details and try again.")
 
 
+def _see(endpoint, **values):
+    return redirect(url_for(endpoint, **values), code=303)
+
+
 @bp.route("/checkout", methods=["GET", "POST"])
 def checkout():
     cart = Cart.from_session()
+    bought = _empty_the_cart_if_bought(cart)
+    if bought is not None:
+        flash(gettext("This cart was bought already, in order %(reference)s.", reference=bought.reference), "success")
+        return _see("checkout.result", token=bought.token)
     if cart.is_empty:
         flash(gettext("Your cart is empty. Add a product before checking out."), "error")
-        return redirect(url_for("storefront.cart"), code=303)
+        return _see("storefront.cart")
     locale = i18n.shopper_locale()  # en-KW or ar-KW: the page's language, for the KNET page too
     form = CheckoutForm(data=session.get("shopper") if request.method == "GET" else None)
     key = _checkout_key()
+
+    if request.method == "GET":
+        paying = payments.orders_of(checkout_key=key)
+        if paying is not None and _being_paid(paying):
+            return render_template("checkout/in_progress.html", order=paying, attempt=paying.latest_attempt)
 
     if request.method == "POST" and form.validate_on_submit():
         if form.checkout_key.data != session.get("checkout_key"):
@@ -134,7 +188,7 @@ def checkout():
                 ),
                 "error",
             )
-            return redirect(url_for("checkout.checkout"), code=303)
+            return _see("checkout.checkout")
         shopper = {
             "shopper_first_name": form.first_name.data,
             "shopper_last_name": form.last_name.data,
@@ -147,18 +201,18 @@ def checkout():
             "email": form.email.data,
             "phone": form.phone.data,
         }
-        order, _ = payments.order_for_checkout(form.checkout_key.data, cart, shopper, locale)
-        if not state.start_payment(order.id):
+        order_id, token = payments.order_for_checkout(form.checkout_key.data, cart, shopper, locale, cart.new_ref())
+        if state.start_payment(order_id) is None:
             # A second click or tab: the first one is paying; send this one where the first went.
-            return redirect(url_for("checkout.go_to_payment", token=order.token), code=303)
+            return _see("checkout.go_to_payment", token=token)
         try:
-            payments.pay(order)
+            payments.pay(order_id)
         except payments.PaymentNotStarted as error:
             flash(_not_started_message(error), "error")
-            return redirect(url_for("checkout.checkout"), code=303)
+            return _see("checkout.checkout")
         except payments.PaymentOutcomeUnknown:
-            return redirect(url_for("checkout.result", token=order.token), code=303)
-        return redirect(url_for("checkout.go_to_payment", token=order.token), code=303)
+            return _see("checkout.result", token=token)
+        return _see("checkout.go_to_payment", token=token)
 
     form.checkout_key.data = key
     knet, problem = _payment_methods(cart, locale, key)
@@ -166,12 +220,24 @@ def checkout():
     return render_template("checkout/checkout.html", form=form, cart=cart, knet=knet, problem=problem), status
 
 
+@bp.post("/checkout/new")
+def new_payment():
+    """The shopper chose to pay again although an order of this cart is being paid: a new checkout
+    form (a new key, so a new order). If both are paid, the second is flagged duplicate_payment."""
+    session.pop("checkout_key", None)
+    flash(
+        gettext("A new payment: if you already paid on KNET's page, check that order's result first."),
+        "warning",
+    )
+    return _see("checkout.checkout")
+
+
 @bp.get("/orders/<token:token>/pay")
 def go_to_payment(token):
     """Send the shopper to KNET: 303 for a GET action, an auto-submitted form for a POST action."""
     order = _order_or_404(token)
     try:
-        attempt = payments.redirect_action(order)
+        attempt = payments.redirect_action(order) if order.result_code not in payments.FINAL_RESULTS else None
     except payments.UnsafeRedirect:  # never follow an address that is not Adyen's or KNET's
         return render_template(
             "checkout/message.html",
@@ -179,15 +245,8 @@ def go_to_payment(token):
             message=gettext("Nothing was charged. Please try again later or contact us with your order reference."),
             order=order,
         ), 502
-    if attempt is None or order.result_code in payments.FINAL_RESULTS:
-        return redirect(url_for("checkout.result", token=token), code=303)
-    state.add_event(
-        order.id,
-        "redirect",
-        f"Shopper sent to KNET by {attempt.action_method}",
-        {"url": attempt.action_url, "method": attempt.action_method},
-    )
-    db.session.commit()
+    if attempt is None or order.status != OrderStatus.PENDING:
+        return _see("checkout.result", token=token)
     if attempt.action_method == "POST":
         security.allow_form_action(attempt.action_url)  # CSP form-action: this page posts to KNET
         return render_template("checkout/redirect_post.html", url=attempt.action_url, data=attempt.action_data)
@@ -207,13 +266,7 @@ def shopper_return(token):
     redirect_result = next((s.get("redirectResult") for s in sources if s.get("redirectResult")), None)
     payload = next((s.get("payload") for s in sources if s.get("payload")), None)
     value = redirect_result or payload
-    state.add_event(
-        order.id,
-        "return",
-        f"Shopper back from KNET by {request.method}",
-        {"redirectResult": (value[:12] + "…") if value else None, "method": request.method},
-    )
-    db.session.commit()
+    payments.note_return(order.id, request.method, value)
     # The language switch on these pages goes to the order, never back through this return.
     i18n.set_language_next(url_for("checkout.result", token=token))
     if not value or len(value) > 20000:
@@ -240,24 +293,31 @@ def shopper_return(token):
         log.warning("order %s: /payments/details refused with %s %s", order.reference, error.status, error.error_code)
     except AdyenError:
         log.warning("order %s: /payments/details unavailable; the webhook will decide", order.reference)
-    return redirect(url_for("checkout.result", token=token), code=303)
+    return _see("checkout.result", token=token)
+
+
+def _shown(order):
+    """(tone, title, message) for the order: the webhook's verdict when it has come, else the
+    redirect's resultCode."""
+    if order.status == OrderStatus.EXPIRED and order.status_reason == "unconfirmed":
+        return UNCONFIRMED
+    if order.status in STATUS_MESSAGES:
+        return STATUS_MESSAGES[order.status]
+    if order.result_code in RESULT_MESSAGES:
+        return RESULT_MESSAGES[order.result_code]
+    return WAITING
 
 
 @bp.get("/orders/<token:token>")
 def result(token):
     """The order's result page: the webhook's verdict when it has come, else the redirect's resultCode."""
     order = _order_or_404(token)
-    if order.status in STATUS_MESSAGES:
-        tone, title, message = STATUS_MESSAGES[order.status]
-    elif order.result_code in RESULT_MESSAGES:
-        tone, title, message = RESULT_MESSAGES[order.result_code]
-    else:
-        tone, title, message = WAITING
+    tone, title, message = _shown(order)
     waiting = order.status not in OrderStatus.FINAL and tone == "wait"
-    placed = order.status == OrderStatus.PAID or (tone in ("ok", "wait") and order.result_code)
-    if placed and session.get("checkout_key") == order.checkout_key:
-        Cart.from_session().clear()
-    can_retry = tone == "bad"
+    if _is_placed(order):
+        cart = Cart.from_session()
+        if cart.ref and cart.ref == order.cart_ref or session.get("checkout_key") == order.checkout_key:
+            cart.clear()
     # security.py sends these pages with Cache-Control: no-store.
     return render_template(
         "checkout/result.html",
@@ -266,7 +326,7 @@ def result(token):
         title=title,
         message=message,
         waiting=waiting,
-        can_retry=can_retry,
+        can_retry=tone == "bad",
     )
 
 
@@ -275,16 +335,16 @@ def retry_payment(token):
     """Ask /payments again after no answer: same attempt, same Idempotency-Key, so never two payments."""
     order = _order_or_404(token)
     attempt = order.latest_attempt
-    if order.status == OrderStatus.PENDING and attempt is not None and attempt.status == "calling":
+    if order.status == OrderStatus.PENDING and attempt is not None and attempt.status == AttemptStatus.CALLING:
         try:
-            payments.pay(order)
+            payments.pay(order.id)
         except payments.PaymentNotStarted as error:
             flash(_not_started_message(error), "error")
-            return redirect(url_for("checkout.checkout"), code=303)
+            return _see("checkout.checkout")
         except payments.PaymentOutcomeUnknown:
             flash(
                 gettext("We still can't reach the payment provider. Your order is saved; please try again shortly."),
                 "error",
             )
-            return redirect(url_for("checkout.result", token=token), code=303)
-    return redirect(url_for("checkout.go_to_payment", token=token), code=303)
+            return _see("checkout.result", token=token)
+    return _see("checkout.go_to_payment", token=token)

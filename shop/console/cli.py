@@ -74,14 +74,7 @@ def orders_list(limit):
     header = f"{'ID':>5}  {'CREATED (UTC)':<19}  {'REFERENCE':<22}  {'STATUS':<8}  {'SHOWN':<12}  {'AMOUNT':>12}  FLAGS"
     click.echo(header)
     for order in rows:
-        flags = ", ".join(
-            flag
-            for flag, on in (
-                ("needs review", order.needs_review),
-                ("needs refund decision", order.needs_refund_decision),
-            )
-            if on
-        )
+        flags = ", ".join(order.flags)
         created = order.created_at.strftime("%Y-%m-%d %H:%M:%S") if order.created_at else ""
         click.echo(
             f"{order.id:>5}  {created:<19}  {order.reference:<22}  {order.status:<8}  {order.result_code or '-':<12}  "
@@ -94,7 +87,7 @@ def orders_list(limit):
 @click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for the result.")
 def webhooks_replay(notification_id, wait):
     """Apply a stored webhook again. Idempotent: a webhook already applied changes nothing."""
-    previous = processing.requeue(notification_id)
+    previous = processing.replay_now(notification_id)
     if previous is None:
         row = db.session.get(Notification, notification_id)
         db.session.rollback()
@@ -107,10 +100,7 @@ def webhooks_replay(notification_id, wait):
             )
         raise SystemExit(1)
     click.echo(f"Notification #{notification_id} ({previous}) queued again.")
-    # Apply it here, unless a background worker is quicker; either way report what it did.
-    claimed = processing.claim(notification_id, 0)
-    if claimed is not None:
-        processing.process_one(claimed)
+    # Applied here, unless a background worker was quicker; either way report what it did.
     deadline = time.monotonic() + wait
     while True:
         row = db.session.get(Notification, notification_id)

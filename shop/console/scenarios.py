@@ -20,8 +20,9 @@ from flask import current_app
 
 from shop.checkout import payments
 from shop.db import db
-from shop.models import OrderStatus
+from shop.models import OrderStatus, PaymentAttempt
 from shop.orders import state
+from shop.orders.history import Kind
 from shop.storefront.cart import Cart
 
 log = logging.getLogger(__name__)
@@ -144,21 +145,16 @@ def run(name):
         raise ScenarioError("/paymentMethods did not offer KNET.")
 
     # The checkout form is sent: the order, then /payments.
-    order, _ = payments.order_for_checkout(checkout_key, cart, dict(DEMO_SHOPPER), locale)
-    state.add_event(
-        order.id,
-        "order",
-        f"Demo scenario '{scenario.label}' started from the developer console: {scenario.description}",
-    )
-    db.session.commit()
-    order_id, token = order.id, order.token
+    order_id, token = payments.order_for_checkout(checkout_key, cart, dict(DEMO_SHOPPER), locale)
+    note = f"Demo scenario '{scenario.label}' started from the developer console: {scenario.description}"
+    payments.history_note(order_id, Kind.NOTE, note)
     state.start_payment(order_id)
     try:
-        attempt = payments.pay(order)
+        attempt_id = payments.pay(order_id)
     except (payments.PaymentNotStarted, payments.PaymentOutcomeUnknown) as error:
         raise ScenarioError(f"/payments did not start the payment: {error}", order_id) from None
-    psp_reference = attempt.psp_reference
-    db.session.commit()  # no transaction stays open while this thread waits on its own server
+    psp_reference = db.session.get(PaymentAttempt, attempt_id).psp_reference
+    db.session.rollback()  # no transaction stays open while this thread waits on its own server
 
     # The shopper's browser, over HTTP.
     browser = requests.Session()

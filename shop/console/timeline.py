@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select
 from shop.console import redact
 from shop.db import db
 from shop.models import ApiCall, Email, Notification, OrderEvent, OrderStatus
+from shop.orders.history import Kind
 
 DOCS = {
     "/paymentMethods": (
@@ -50,31 +51,102 @@ API_WHY = {
     "resultCode to show the shopper.",
 }
 
-EVENT_WHY = {
-    "order": (
-        "The checkout form was sent: the order keeps a snapshot of the server-side cart and the shopper's "
-        "details, with a unique merchant reference for Adyen.",
+# Why each kind of step happens: said once, here, and shown under that step only.
+KIND_WHY = {
+    Kind.ORDER_CREATED: (
+        "The checkout form was sent: the order keeps a snapshot of the server-side cart and the shopper's details, "
+        "with a unique merchant reference for Adyen.",
         "knet",
     ),
-    "payment": ("What the server did with Adyen's answer to /payments.", "/payments"),
-    "redirect": (
-        "The shopper's browser goes to action.url (the KNET page), by GET or by an auto-submitted "
-        "POST form, as the action says.",
+    Kind.PAYMENT_STARTED: (
+        "The order is locked for payment (compare-and-set), and the attempt with its Idempotency-Key is saved in the "
+        "same transaction, before /payments is called.",
+        "idempotency",
+    ),
+    Kind.PAYMENT_ANSWERED: ("What the server kept of Adyen's answer to /payments.", "/payments"),
+    Kind.PAYMENT_UNKNOWN: (
+        "No usable answer: the payment may or may not exist at Adyen. The order stays pending; Try again reuses the "
+        "same Idempotency-Key, so it can never make a second payment.",
+        "idempotency",
+    ),
+    Kind.PAYMENT_REFUSED: (
+        "Adyen refused /payments, so no payment exists and the order may be paid for again.",
+        "errors",
+    ),
+    Kind.REDIRECT: (
+        "The shopper's browser goes to action.url (the KNET page), by GET or by an auto-submitted POST form, as the "
+        "action says.",
         "redirects",
     ),
-    "return": (
-        "KNET sends the shopper back to returnUrl with redirectResult appended, by GET or POST; the "
-        "order is found by the token in the URL, not the session.",
+    Kind.REDIRECT_REFUSED: (
+        "action.url was not an Adyen or KNET address, so the shopper was not sent there.",
         "redirects",
     ),
-    "result": ("The resultCode only decides what the shopper sees now; the webhook decides the order.", "result"),
-    "review": ("A verified webhook that needs a person to look at the order; the status is unchanged.", "knet"),
+    Kind.RETURN: (
+        "KNET sends the shopper back to returnUrl with redirectResult appended, by GET or POST; the order is found by "
+        "the token in the URL, not the session.",
+        "redirects",
+    ),
+    Kind.DETAILS_UNKNOWN: (
+        "/payments/details gave no usable result (or 704: already processed); the webhook decides the order.",
+        "/payments/details",
+    ),
+    Kind.FOREIGN_RESULT: ("The redirectResult belonged to another order, so it changed nothing here.", "redirects"),
+    Kind.RESULT_SHOWN: (
+        "The resultCode only decides what the shopper sees now; the webhook decides the order.",
+        "result",
+    ),
+    Kind.TRANSITION: (
+        "Only a verified webhook moves an order to a final state, as the KNET webhook table says.",
+        "knet",
+    ),
+    Kind.REVIEW: ("A verified webhook that needs a person to look at the order; the status is unchanged.", "knet"),
+    Kind.DUPLICATE_PAYMENT: (
+        "Another order of the same cart was paid already: the shopper paid twice (two tabs, or Back and pay again). "
+        "The money came, so the order is paid, and flagged duplicate_payment to be refunded.",
+        "knet",
+    ),
+    Kind.WEBHOOK_PROCESSED: (
+        "After the acknowledgement, the background worker applied the stored webhook; this one changed nothing.",
+        "handle",
+    ),
+    Kind.WEBHOOK_DUPLICATE: (
+        "Adyen may deliver an event more than once; the stored twin is found by (pspReference, eventCode, success, "
+        "originalReference), counted and acknowledged, with no second effect.",
+        "webhooks",
+    ),
+    Kind.WEBHOOK_REPLAYED: (
+        "A developer queued this stored webhook to be applied again; applying it twice is a no-op.",
+        "handle",
+    ),
+    Kind.RECONCILED: (
+        "No result came for this payment within RECONCILE_AFTER_SECONDS, so the shop closed the order itself. A late "
+        "AUTHORISATION success=true still makes it paid, flagged for a refund decision.",
+        "knet",
+    ),
+    Kind.NOTE: ("A remark written by a person or a tool.", "knet"),
 }
 
-FINAL_EMAIL_WHY = (
-    "The state change that ended the order queued one email to the shopper in the same "
-    "transaction (inform the shopper, as the KNET webhook table says)."
+RECEIVED_WHY = (
+    "Adyen reports the payment's outcome to the webhook endpoint; the shop checks basic auth and the HMAC "
+    "signature, stores it, answers [accepted], and applies it afterwards."
 )
+EMAIL_WHY = (
+    "The state change queued one email to the shopper in its own transaction (inform the shopper, as the KNET "
+    "webhook table says); it is written in the order's language when it is sent."
+)
+
+# Titles of the steps that need no fields but their kind.
+KIND_TITLE = {
+    Kind.ORDER_CREATED: "Order created from the cart",
+    Kind.PAYMENT_STARTED: "created → pending: the payment is being started",
+    Kind.PAYMENT_UNKNOWN: "/payments: no usable answer; the outcome is unknown",
+    Kind.REDIRECT_REFUSED: "Refused to send the shopper to an address that is not Adyen's or KNET's",
+    Kind.DETAILS_UNKNOWN: "/payments/details: no usable answer; the webhook decides",
+    Kind.FOREIGN_RESULT: "Ignored a redirectResult that belongs to another order",
+    Kind.WEBHOOK_REPLAYED: "A stored webhook replayed by a developer: queued to be applied again",
+    Kind.NOTE: "Note",
+}
 
 
 @dataclass
@@ -105,32 +177,28 @@ def _docs(*keys):
 def build(order):
     """The order's steps, oldest first, each with the time since the step before."""
     known = [order.shopper_first_name, order.shopper_last_name, order.shopper_email, order.shopper_phone]
-    steps = []
-    steps += [_api_step(call, known) for call in _api_calls(order)]
+    steps = [_api_step(call, known) for call in _api_calls(order)]
     notifications = {
         n.id: n
         for n in db.session.execute(
             select(Notification).where(Notification.merchant_reference == order.reference).order_by(Notification.id)
         ).scalars()
     }
-    received_events = set()  # older rows: the endpoint used to write a "received" event too
-    events = db.session.execute(
-        select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
-    ).scalars()
-    for event in events:
-        detail = event.detail if isinstance(event.detail, dict) else {}
-        if detail.get("stage") == "received":
-            received_events.add(detail.get("notification_id"))
-        steps.append(_event_step(order, event, notifications, known))
     # Each stored notification is the step "webhook received": the receiver writes nothing else.
-    for notification in notifications.values():
-        if notification.id not in received_events:
-            steps.append(_received_step(notification, known))
-
-    transitions = [s for s in steps if s.kind == "transition"]
-    emails = db.session.execute(select(Email).where(Email.order_id == order.id).order_by(Email.id)).scalars()
-    for email in emails:
-        steps.append(_email_step(email, transitions, known))
+    steps += [_received_step(notification, known) for notification in notifications.values()]
+    emails = {
+        e.id: e
+        for e in db.session.execute(select(Email).where(Email.order_id == order.id).order_by(Email.id)).scalars()
+    }
+    events = db.session.execute(select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id))
+    for event in events.scalars():
+        step = _event_step(order, event, notifications, known)
+        steps.append(step)
+        email = emails.pop(event.email_id, None) if event.email_id else None
+        if email is not None:  # written in the transaction of this step: shown right after it
+            steps.append(_email_step(email, known, at=step.at, key=(*step.order_key, 1)))
+    for email in emails.values():  # rows from before emails were tied to their step
+        steps.append(_email_step(email, known, at=_utc(email.created_at), key=(_utc(email.created_at), 2, email.id)))
 
     steps.sort(key=lambda s: s.order_key)
     previous = None
@@ -199,71 +267,108 @@ def _api_step(call, known):
 
 
 def _event_step(order, event, notifications, known):
+    """One OrderEvent as a step: its title and facts come from its fields, its explanation from KIND_WHY."""
     at = _utc(event.created_at)
     detail = event.detail if isinstance(event.detail, dict) else {}
-    kind = event.kind
-    title = redact.text(event.summary, known=known)
-    facts, blocks, tone, duration = [], [], "", None
-    if kind == "webhook":
-        why, docs = _webhook_why(event, detail)
-        notification = notifications.get(detail.get("notification_id"))
-        facts.append(("Verification", "basic auth and HMAC signature verified (refused webhooks are never stored)"))
-        if detail.get("replay"):
-            facts.append(("Replay", "yes: queued again by a developer"))
-        elif "duplicate" in detail:
-            facts.append(
-                ("Duplicate", "yes: acknowledged, no second effect" if detail["duplicate"] else "no: first delivery")
-            )
-        if notification is not None:
-            facts.append(("Notification", f"#{notification.id}, {notification.status}"))
-            if notification.note:
-                facts.append(("State change it caused", redact.text(notification.note, known=known)))
-            if notification.processed_at and detail.get("stage") == "processed":
-                duration = int(
-                    (_utc(notification.processed_at) - _utc(notification.received_at)).total_seconds() * 1000
-                )
-                facts.append(("Processed after", f"{duration} ms (stored, acknowledged, then applied)"))
-            if detail.get("stage") == "received":
-                blocks.append(
-                    ("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known))
-                )
+    why, doc_key = KIND_WHY.get(event.kind, ("A step of the order.", "knet"))
+    docs = _docs(doc_key)
+    notification = notifications.get(event.notification_id)
+    title, facts, blocks, tone = _title(event, detail, notification), [], [], ""
+    if event.old_status and event.new_status:
+        tone = _status_tone(event.new_status)
+    if notification is not None:
+        facts.append(("Caused by", f"notification #{notification.id}: {_describe(notification)}"))
+        if notification.processed_at and event.kind != Kind.WEBHOOK_DUPLICATE:
+            took = int((_utc(notification.processed_at) - _utc(notification.received_at)).total_seconds() * 1000)
+            facts.append(("Applied after", f"{took} ms (stored, acknowledged, then applied)"))
+    if event.note and event.kind not in (Kind.PAYMENT_UNKNOWN, Kind.DETAILS_UNKNOWN):
+        facts.append(("Rule", redact.text(event.note, known=known)))
+    elif event.note:
+        facts.append(("Why", redact.text(event.note, known=known)))
+    if event.kind == Kind.REDIRECT:
+        facts += [("Method", detail.get("method")), ("URL", redact.text(detail.get("url") or "", known=known))]
+        parameters = _redirect_parameters(order, detail.get("url"), detail.get("method"))
+        if parameters:
+            facts.append(("Parameters", redact.pretty(parameters, known=known)))
+    elif event.kind == Kind.RETURN:
+        value = detail.get("redirectResult") or "none"
+        # Stored already shortened ("X6XtfGC3!eyJ…"); a longer value is shortened here.
+        facts += [
+            ("Method", detail.get("method")),
+            ("redirectResult", value if value.endswith("…") else redact.shorten(value)),
+        ]
+    elif event.kind == Kind.RESULT_SHOWN:
+        code = detail.get("resultCode")
+        facts += [("resultCode", code), ("pspReference", detail.get("pspReference"))]
+        tone = {"Authorised": "ok", "Pending": "wait", "Received": "wait"}.get(code, "bad")
+    elif event.kind == Kind.WEBHOOK_DUPLICATE:
+        facts.append(("Deliveries so far", detail.get("deliveries")))
         tone = "ok"
-    elif kind == "transition":
-        why, docs = _transition_why(event.summary)
-        tone = _transition_tone(event.summary)
-        if detail.get("note"):
-            facts.append(("Cause", redact.text(detail["note"], known=known)))
-    else:
-        why, doc_key = EVENT_WHY.get(kind, ("A step of the order.", "knet"))
-        docs = _docs(doc_key)
-        if kind == "redirect":
-            facts += [("Method", detail.get("method")), ("URL", redact.text(detail.get("url") or "", known=known))]
-            parameters = _redirect_parameters(order, detail.get("url"), detail.get("method"))
-            if parameters:
-                facts.append(("Parameters", redact.pretty(parameters, known=known)))
-        elif kind == "return":
-            facts += [("Method", detail.get("method"))]
-            value = detail.get("redirectResult") or "none"
-            # Stored already shortened ("X6XtfGC3!eyJ…"); a longer value is shortened here.
-            facts += [("redirectResult", value if value.endswith("…") else redact.shorten(value))]
-        elif kind == "result":
-            code = detail.get("resultCode")
-            facts += [("resultCode", code), ("pspReference", detail.get("pspReference"))]
-            tone = {"Authorised": "ok", "Pending": "wait", "Received": "wait"}.get(code, "bad")
-        elif detail:
-            blocks.append(("Detail", redact.pretty(detail, known=known)))
+    elif event.kind == Kind.DUPLICATE_PAYMENT and order.duplicate_of_id:
+        facts.append(("First payment", f"order #{order.duplicate_of_id}"))
+    elif detail and event.kind not in (Kind.PAYMENT_ANSWERED, Kind.ORDER_CREATED, Kind.FOREIGN_RESULT):
+        blocks.append(("Detail", redact.pretty(detail, known=known)))
     return Step(
         at=at,
-        kind=kind,
-        title=title,
+        kind=event.kind,
+        title=redact.text(title, known=known),
         why=why,
         docs=docs,
         tone=tone,
-        duration_ms=duration,
         facts=facts,
         blocks=blocks,
         order_key=(at, 1, event.id),
     )
+
+
+def _title(event, detail, notification):
+    """The step's one line, from its fields."""
+    kind = event.kind
+    if event.summary and kind not in KIND_WHY:  # a row from before the fields existed
+        return event.summary
+    moved = f"{event.old_status} → {event.new_status}" if event.old_status and event.new_status else None
+    cause = _describe(notification) if notification is not None else None
+    if kind in (Kind.TRANSITION, Kind.DUPLICATE_PAYMENT) and moved:
+        return f"{moved}: {cause}" if cause else moved
+    if kind == Kind.REVIEW:
+        return f"Flagged for a person, status unchanged: {cause}" if cause else "Flagged for a person"
+    if kind == Kind.RECONCILED:
+        return f"{moved or 'pending → expired'}: closed by the shop, no result came"
+    if kind == Kind.PAYMENT_REFUSED:
+        return f"{moved or 'pending → created'}: Adyen refused /payments ({event.note})"
+    if kind == Kind.PAYMENT_ANSWERED:
+        code = detail.get("resultCode")
+        if code == "RedirectShopper":
+            return f"/payments answered RedirectShopper: the shopper goes to KNET by {detail.get('method', 'GET')}"
+        return f"/payments answered {code}"
+    if kind == Kind.REDIRECT:
+        return f"Shopper sent to KNET by {detail.get('method')}"
+    if kind == Kind.RETURN:
+        return f"Shopper back from KNET by {detail.get('method')}"
+    if kind == Kind.RESULT_SHOWN:
+        return f"The shopper is shown '{detail.get('resultCode')}'"
+    if kind == Kind.WEBHOOK_PROCESSED:
+        return f"Webhook applied, no change: {cause}" if cause else "Webhook applied, no change"
+    if kind == Kind.WEBHOOK_DUPLICATE:
+        return f"Webhook delivered again: {cause}" if cause else "Webhook delivered again"
+    if kind == Kind.NOTE:
+        return event.note or "Note"
+    return KIND_TITLE.get(kind, event.summary or kind)
+
+
+def _describe(notification):
+    return (
+        f"{notification.event_code} success={'true' if notification.success else 'false'} "
+        f"(pspReference {notification.psp_reference})"
+    )
+
+
+def _status_tone(status):
+    if status == OrderStatus.PAID:
+        return "ok"
+    if status in (OrderStatus.FAILED, OrderStatus.EXPIRED):
+        return "bad"
+    return "wait"
 
 
 def _redirect_parameters(order, url, method):
@@ -275,72 +380,22 @@ def _redirect_parameters(order, url, method):
     return dict(query) or None
 
 
-def _webhook_why(event, detail):
-    if detail.get("replay"):
-        return "A developer queued this stored webhook to be applied again; applying it twice is a no-op.", _docs(
-            "handle"
-        )
-    if detail.get("stage") == "processed":
-        return (
-            "After the acknowledgement, the background worker applied the stored webhook to the order "
-            "(AUTHORISATION true → paid, false → failed, OFFER_CLOSED → expired).",
-            _docs("knet", "handle"),
-        )
-    if detail.get("duplicate"):
-        return (
-            "Adyen may deliver an event more than once; the stored twin is found by (pspReference, eventCode, "
-            "success, originalReference), counted and acknowledged, with no second effect.",
-            _docs("webhooks", "hmac"),
-        )
-    return (
-        "Adyen reports the payment's outcome to the webhook endpoint; the shop checks basic auth and the HMAC "
-        "signature, stores it, answers [accepted], and applies it afterwards.",
-        _docs("webhooks", "hmac"),
-    )
-
-
-def _transition_why(summary):
-    if "created → pending" in summary:
-        return "The order is locked for payment (compare-and-set) just before /payments is called.", _docs("/payments")
-    if "→ created" in summary:
-        return "Adyen refused /payments, so no payment exists and the order may be paid for again.", _docs("errors")
-    return (
-        "Only a verified webhook moves an order to a final state, as the KNET webhook table says.",
-        _docs("knet", "webhooks"),
-    )
-
-
-def _transition_tone(summary):
-    target = summary.split(":", 1)[0].rsplit("→", 1)[-1].strip()
-    if target == OrderStatus.PAID:
-        return "ok"
-    if target in (OrderStatus.FAILED, OrderStatus.EXPIRED):
-        return "bad"
-    return "wait"
-
-
 def _received_step(notification, known):
     at = _utc(notification.received_at)
-    verdict = notification.note if notification.status == "ignored" else "queued for processing"
-    title = (
-        f"Webhook {notification.event_code} success={'true' if notification.success else 'false'} "
-        f"(pspReference {notification.psp_reference}) received: basic auth and HMAC signature verified; "
-        f"first delivery, {verdict}"
-    )
+    verdict = "not applied" if notification.status == "ignored" else "queued to be applied"
     facts = [
         ("Verification", "basic auth and HMAC signature verified (refused webhooks are never stored)"),
-        ("Duplicate", "no: first delivery (deliveries again are shown as they come)"),
         ("Notification", f"#{notification.id}, {notification.status}"),
     ]
-    if notification.note:
-        label = "Not applied, because" if notification.status == "ignored" else "State change it caused"
-        facts.append((label, redact.text(notification.note, known=known)))
+    if notification.status == "ignored" and notification.note:
+        facts.append(("Not applied, because", redact.text(notification.note, known=known)))
     return Step(
         at=at,
         kind="webhook",
-        title=redact.text(title, known=known),
-        why="Adyen reports the payment's outcome to the webhook endpoint; the shop checks basic auth and the "
-        "HMAC signature, stores it, answers [accepted], and applies it afterwards.",
+        title=redact.text(
+            f"Webhook {_describe(notification)} received: verified, first delivery, {verdict}", known=known
+        ),
+        why=RECEIVED_WHY,
         docs=_docs("webhooks", "hmac"),
         tone="ok",
         facts=facts,
@@ -350,30 +405,19 @@ def _received_step(notification, known):
     )
 
 
-def _email_step(email, transitions, known):
-    at = _utc(email.created_at)
-    # The email is written in the transaction of the state change that caused it: show it right after.
-    cause = min(
-        (t for t in transitions if abs((t.at - at).total_seconds()) < 5 and t.tone in ("ok", "bad")),
-        key=lambda t: abs((t.at - at).total_seconds()),
-        default=None,
-    )
-    key = (cause.order_key[0], cause.order_key[1], cause.order_key[2], 1) if cause else (at, 2, email.id)
-    if cause is not None:
-        # Same transaction, so the same moment; the row's own clock reading may be a hair earlier.
-        at = max(at, cause.at)
+def _email_step(email, known, at, key):
     personal = redact.shows_personal_data()
+    subject = email.subject or f"the {email.kind or ''} email (written when it is sent)"
     return Step(
         at=at,
         kind="email",
-        title=f"Email to the shopper: {redact.text(email.subject, known=known)}",
-        why=FINAL_EMAIL_WHY,
+        title=f"Email to the shopper: {redact.text(subject, known=known)}",
+        why=EMAIL_WHY,
         docs=_docs("knet"),
-        tone="",
         facts=[
             ("To", email.to if personal else redact.mask_email(email.to)),
             ("Status", email.status + (" (no MAIL_SERVER: kept in the outbox)" if email.status == "kept" else "")),
         ],
-        blocks=[("Body", redact.text(email.body, known=known))],
+        blocks=[("Body", redact.text(email.body, known=known))] if email.body else [],
         order_key=key,
     )

@@ -1,31 +1,36 @@
-"""The order state machine: the one place that changes an order, from the return or from webhooks.
+"""The order state machine: the one place that changes an order.
 
-Every change is a compare-and-set (`UPDATE … WHERE id = :id AND version = :seen`), retried on a
-conflict, so a webhook and the shopper's return arriving at the same moment never lose an update.
+Every change is a compare-and-set (`UPDATE … WHERE id = :id AND version = :seen`) inside the
+caller's unit of work (shop.db.transaction): when another transaction changed the order first, the
+unit raises `Conflict` and runs again from its start, so a webhook and the shopper's return arriving
+at the same moment never lose an update. The change's timeline entry and the shopper email it
+queues are written in the same transaction: committed together or not at all.
 
 What moves the order (https://docs.adyen.com/payment-methods/knet/api-only):
 - the shopper's redirect result only changes what the shopper is shown (`result_code`);
-- webhooks decide the order: AUTHORISATION true → paid, false → failed, OFFER_CLOSED → expired.
+- webhooks decide the order: AUTHORISATION true → paid, false → failed, OFFER_CLOSED → expired;
+- the shop itself only starts a payment (created → pending), gives it back when Adyen refused it
+  (pending → created), and closes one no result ever came for (shop/orders/reconcile.py).
 
-`decide_webhook` is the whole webhook rule table as a pure function; `apply_event` / `apply_webhook`
-apply it through compare_and_set, with the timeline entry and the shopper's email in the same
-transaction. Any order of arrival and any number of duplicates end in the same status.
+`decide_webhook` is the whole webhook rule table as a pure function, and `second_payment` the rule
+for a cart paid twice; `apply_webhook` applies them. Any order of arrival and any number of
+duplicates end in the same status.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, select, text, update
 
 from shop import mail
-from shop.db import db
-from shop.models import Order, OrderEvent, OrderStatus
+from shop.db import Conflict, db, transaction
+from shop.models import AttemptStatus, Order, OrderStatus, PaymentAttempt, utcnow
 from shop.money import format_amount
+from shop.orders import history
+from shop.orders.history import Entry, Kind
 
 log = logging.getLogger(__name__)
-
-MAX_CAS_RETRIES = 20
 
 # How final a redirect resultCode is, to never downgrade what the shopper was told:
 # a refresh or a replayed return may bring "Pending" after "Authorised", never the reverse.
@@ -41,102 +46,135 @@ RESULT_RANK = {
 }
 
 
-class ConcurrentUpdate(RuntimeError):
-    """The order kept changing under us; the caller may retry later."""
+@dataclass(frozen=True)
+class Change:
+    """What one compare-and-set writes: new column values (`status` among them when it moves), the
+    timeline entry that records it, and the kind of shopper email it queues (shop/mail.py)."""
+
+    values: dict
+    entry: Entry
+    email: str | None = None
+
+    @property
+    def status(self):
+        return self.values.get("status")
 
 
-def add_event(order_id, kind, summary, detail=None):
-    """Add a step to the order's timeline (in the caller's transaction). A Core INSERT on the table,
-    not an object for the session to flush nor an ORM-enabled insert: the ORM's bulk path cost more
-    than the insert itself (bench/README.md)."""
-    db.session.execute(
-        insert(OrderEvent.__table__), {"order_id": order_id, "kind": kind, "summary": summary, "detail": detail}
-    )
+class Applied(NamedTuple):
+    """A change that was written, with the order as it was read before it."""
+
+    order: Order
+    old_status: str
+    change: Change
 
 
-def compare_and_set(order_id, decide, reload=True):
-    """Apply `decide(order) -> dict of new column values, or None for no change` atomically.
+def compare_and_set(order_id, decide):
+    """In the caller's transaction: read the order, ask `decide(order) -> Change | None`, and write
+    the change only if nobody changed the order meanwhile (else raise Conflict: the unit runs again).
 
-    Reads the order, asks `decide`, writes only if nobody changed the order meanwhile, and
-    retries otherwise. Commits. Returns (order, changes) where changes is None if nothing changed;
-    after a change the order is read again, unless `reload` is False (its attributes then load
-    when first read).
-    Two optional keys of the dict are not columns: `_events`, a list of (kind, summary, detail) for
-    the timeline, and `_after`, a callable(order) run in the same transaction after the write.
+    Returns an Applied, or None when `decide` changed nothing; its `order` holds the values as read
+    (the new ones are in the change). Writes only the order's columns; `write_entry_and_email` writes
+    the rest (webhooks first check for a second payment in between).
     """
-    for _ in range(MAX_CAS_RETRIES):
-        db.session.expire_all()
-        order = db.session.get(Order, order_id)
-        if order is None:
-            raise LookupError(f"order {order_id} does not exist")
-        changes = decide(order)
-        if not changes:
-            db.session.rollback()
-            return order, None
-        events = changes.pop("_events", [])
-        # Work that must happen exactly once with this change (e.g. queue the shopper's email):
-        # run in the same transaction, so it is committed with the change or not at all.
-        after = changes.pop("_after", None)
-        # On the table, not ORM-enabled: nothing in the session to synchronise (the commit below
-        # expires the order), and the ORM's bulk path was most of this statement's cost.
-        orders = Order.__table__
-        result = db.session.execute(
-            update(orders)
-            .where(orders.c.id == order_id, orders.c.version == order.version)
-            .values(version=orders.c.version + 1, **changes)
-        )
-        if result.rowcount == 1:
-            for kind, summary, detail in events:
-                add_event(order_id, kind, summary, detail)
-            if after is not None:
-                after(order)
-            db.session.commit()
-            if reload:
-                db.session.refresh(order)
-            return order, changes
-        db.session.rollback()
-    raise ConcurrentUpdate(f"order {order_id} changed {MAX_CAS_RETRIES} times while being updated")
+    order = db.session.get(Order, order_id, populate_existing=True)
+    if order is None:
+        raise LookupError(f"order {order_id} does not exist")
+    change = decide(order)
+    if change is None:
+        return None
+    old_status = order.status
+    values = dict(change.values)
+    if values.get("status") == OrderStatus.PAID and old_status != OrderStatus.PAID:
+        values.setdefault("paid_at", utcnow())
+    # On the table, not ORM-enabled: the ORM's bulk path cost more than the statement itself.
+    orders = Order.__table__
+    written = db.session.execute(
+        update(orders)
+        .where(orders.c.id == order_id, orders.c.version == order.version)
+        .values(version=orders.c.version + 1, updated_at=utcnow(), **values)
+    ).rowcount
+    if written != 1:
+        raise Conflict(f"order {order_id} changed while being updated")
+    return Applied(order, old_status, change)
 
 
+def write_entry_and_email(applied):
+    """The timeline entry and the shopper email of a written change, in the same transaction."""
+    order = applied.order
+    email_id = mail.queue(order, applied.change.email) if applied.change.email else None
+    new_status = applied.change.status or applied.old_status
+    history.record(order.id, applied.change.entry, applied.old_status, new_status, email_id)
+
+
+def change_order(order_id, decide):
+    """compare_and_set, then its entry and email. Returns the Applied, or None."""
+    applied = compare_and_set(order_id, decide)
+    if applied is not None:
+        write_entry_and_email(applied)
+    return applied
+
+
+# --- What the shop itself does to an order ---------------------------------------------------
+
+
+@transaction
 def start_payment(order_id):
-    """created → pending. True for the one caller that wins; a double click or a second tab loses."""
+    """created → pending, with the payment attempt (and its Idempotency-Key) saved in the same
+    transaction, so that no pending order is ever without one. Returns the attempt's id, or None for
+    the caller that lost: a double click or a second tab finds the order pending already."""
+    attempt_id = None
 
     def decide(order):
+        nonlocal attempt_id
         if order.status != OrderStatus.CREATED:
             return None
-        return {
-            "status": OrderStatus.PENDING,
-            "_events": [("transition", "created → pending: the payment is being started (/payments)", None)],
-        }
+        attempt = PaymentAttempt(order_id=order.id)
+        db.session.add(attempt)
+        db.session.flush()
+        attempt_id = attempt.id
+        return Change({"status": OrderStatus.PENDING}, Entry(Kind.PAYMENT_STARTED, attempt_id=attempt.id))
 
-    _, changes = compare_and_set(order_id, decide)
-    return changes is not None
+    return attempt_id if change_order(order_id, decide) else None
 
 
-def record_shopper_result(order_id, response):
-    """Store what /payments/details said, for display only. Never downgrades the shown result,
-    and never changes the order's status: webhooks do that."""
+@transaction
+def payment_refused(order_id, attempt_id, status_code, error_code):
+    """Adyen refused /payments (4xx): no payment exists, so the order may be paid for again
+    (pending → created), with a new attempt and key next time."""
+    db.session.execute(
+        update(PaymentAttempt)
+        .where(PaymentAttempt.id == attempt_id)
+        .values(status=AttemptStatus.REJECTED, error_code=error_code)
+    )
+
+    def decide(order):
+        if order.status != OrderStatus.PENDING:
+            return None
+        entry = Entry(Kind.PAYMENT_REFUSED, note=f"HTTP {status_code}, errorCode {error_code}", attempt_id=attempt_id)
+        return Change({"status": OrderStatus.CREATED}, entry)
+
+    change_order(order_id, decide)
+
+
+@transaction
+def record_shopper_result(order_id, response, attempt_id=None):
+    """Store what /payments/details said, for display only (a unit of work, or part of the caller's). Never
+    downgrades the shown result, and never changes the order's status: webhooks do that."""
     result_code = response.get("resultCode")
 
     def decide(order):
-        if RESULT_RANK.get(result_code, 0) <= RESULT_RANK.get(order.result_code, 0) and order.result_code:
+        if order.result_code and RESULT_RANK.get(result_code, 0) <= RESULT_RANK.get(order.result_code, 0):
             return None
-        return {
+        values = {
             "result_code": result_code,
-            "psp_reference": response.get("pspReference") or order.psp_reference,
+            "psp_reference": order.psp_reference or response.get("pspReference"),
             "refusal_reason": response.get("refusalReason"),
             "refusal_reason_code": response.get("refusalReasonCode"),
-            "_events": [
-                (
-                    "result",
-                    f"The shopper is shown '{result_code}' (display only; the webhook decides the order)",
-                    {"resultCode": result_code, "pspReference": response.get("pspReference")},
-                )
-            ],
         }
+        detail = {"resultCode": result_code, "pspReference": response.get("pspReference")}
+        return Change(values, Entry(Kind.RESULT_SHOWN, detail=detail, attempt_id=attempt_id))
 
-    order, _ = compare_and_set(order_id, decide)
-    return order
+    return change_order(order_id, decide)
 
 
 # --- Webhooks: the only way to a final state ------------------------------------------------
@@ -164,6 +202,7 @@ class WebhookEvent:
     currency: str | None
     psp_reference: str
     reason: str | None = None
+    notification_id: int | None = field(default=None, compare=False)
 
     def describe(self):
         return f"{self.event_code} success={'true' if self.success else 'false'} (pspReference {self.psp_reference})"
@@ -219,19 +258,19 @@ def decide_webhook(order, event):
             return Decision(
                 {"status": OrderStatus.PAID, "psp_reference": event.psp_reference, "needs_refund_decision": True},
                 "late_paid",
-                f"{status} → paid: the payment succeeded after the order was cancelled; needs a refund decision",
+                "the payment succeeded after the order was cancelled; needs a refund decision",
             )
         return Decision(
             {"status": OrderStatus.PAID, "psp_reference": event.psp_reference},
             "paid",
-            f"{status} → paid: proceed with the order",
+            "proceed with the order",
         )
     if event.event_code == AUTHORISATION:
         if status in OPEN:
             return Decision(
                 _with_psp({"status": OrderStatus.FAILED}, order, event),
                 "failed",
-                f"{status} → failed: order cancelled, the payment failed",
+                "order cancelled, the payment failed",
             )
         return Decision({}, None, f"no change: the order is already {status}")
     if event.event_code == OFFER_CLOSED:
@@ -241,10 +280,24 @@ def decide_webhook(order, event):
             return Decision(
                 _with_psp({"status": OrderStatus.EXPIRED}, order, event),
                 "expired",
-                f"{status} → expired: order cancelled, the payment timed out",
+                "order cancelled, the payment timed out",
             )
         return Decision({}, None, f"no change: the order is already {status}")
     return Decision({}, None, f"no change: this shop does not act on {event.event_code}")
+
+
+def second_payment(decision, first_paid):
+    """Pure: a webhook that makes an order paid while `first_paid` (another order of the same cart) is
+    paid already: the shopper paid twice. The order is paid all the same (the money came), flagged
+    as a duplicate of the first, and the shopper is told so."""
+    if first_paid is None or decision.changes.get("status") != OrderStatus.PAID:
+        return decision
+    return Decision(
+        dict(decision.changes, duplicate_of_id=first_paid.id),
+        "duplicate_paid",
+        f"{decision.note}; a second payment for the cart that order {first_paid.reference} paid for "
+        "already: flagged duplicate_payment, to refund",
+    )
 
 
 def _with_psp(changes, order, event):
@@ -259,60 +312,55 @@ def _money(value, currency):
     return format_amount(value, currency)
 
 
-class Applied(NamedTuple):
-    order: Order | None  # None: no order has this merchantReference
-    changes: dict | None  # None: nothing changed
-    decision: Decision | None
+def order_id_for(reference):
+    return db.session.execute(select(Order.id).where(Order.reference == reference)).scalar()
 
 
-def apply_event(order_reference, event, after=None):
-    """Apply a verified webhook to the order whose reference is `order_reference`, atomically.
-
-    The status change, its timeline entry and the shopper's email are one transaction, so a
-    duplicate, a retry or a concurrent delivery can never send a second email. `after(order,
-    decision)`, if given, runs in that transaction too, only when the order changes (the webhook
-    processor marks its notification processed there: one commit for both).
-    """
-    order_id = db.session.execute(select(Order.id).where(Order.reference == order_reference)).scalar()
-    db.session.rollback()
-    if order_id is None:
-        return Applied(None, None, None)
-    last = {}
+def apply_webhook(order_id, event):
+    """Apply a verified webhook to an order, in the caller's transaction (the webhook processor
+    marks its notification processed in the same one). Returns the Decision."""
+    decision = None
 
     def decide(order):
+        nonlocal decision
         decision = decide_webhook(order, event)
-        last["decision"] = decision
-        if not decision.changes:
-            return None
-        changes = dict(decision.changes)
-        old, new = order.status, changes.get("status", order.status)
-        if new != old:
-            summary = f"{old} → {new}: {event.describe()}"
-            if changes.get("needs_refund_decision"):
-                summary += "; needs a refund decision (the shopper was told the order was cancelled)"
-            changes["_events"] = [("transition", summary, {"note": decision.note})]
-        else:
-            changes["_events"] = [("review", f"{event.describe()}: {decision.note}", None)]
+        return _as_change(order, decision, event) if decision.changes else None
 
-        def in_the_same_transaction(order):
-            if decision.email:
-                mail.queue_order_email(order, decision.email)
-            if after is not None:
-                after(order, decision)
-
-        changes["_after"] = in_the_same_transaction
-        return changes
-
-    # Not read again: the webhook processor needs only the order's id, which the commit keeps.
-    order, changes = compare_and_set(order_id, decide, reload=False)
-    if changes is not None:
-        log.info("order %s: %s (%s)", order_reference, last["decision"].note, event.describe())
-    return Applied(order, changes, last["decision"])
+    applied = compare_and_set(order_id, decide)
+    if applied is None:
+        return decision
+    if applied.change.status == OrderStatus.PAID and applied.order.cart_ref:
+        # After the write, so that on SQLite this transaction holds the write lock; on PostgreSQL
+        # the cart's advisory lock makes two orders of one cart paid at once see each other.
+        _lock_cart(applied.order.cart_ref)
+        first = _first_paid_sibling(applied.order)
+        flagged = second_payment(decision, first)
+        if flagged is not decision:
+            decision = flagged
+            db.session.execute(update(Order).where(Order.id == order_id).values(duplicate_of_id=first.id))
+            applied = applied._replace(change=_as_change(applied.order, decision, event))
+    write_entry_and_email(applied)
+    log.info("order %s: %s (%s)", applied.order.reference, decision.note, event.describe())
+    return decision
 
 
-def apply_webhook(order_reference, event_code, success, amount_value, currency, psp_reference, reason=None):
-    """Apply one verified webhook. Returns (order, changed): order is None for an unknown
-    merchantReference, changed is the dict of changed columns or None."""
-    event = WebhookEvent(event_code, success, amount_value, currency, psp_reference, reason)
-    applied = apply_event(order_reference, event)
-    return applied.order, applied.changes
+def _as_change(order, decision, event):
+    kind = Kind.TRANSITION if decision.changes.get("status", order.status) != order.status else Kind.REVIEW
+    if decision.changes.get("duplicate_of_id"):
+        kind = Kind.DUPLICATE_PAYMENT
+    entry = Entry(kind, note=decision.note, notification_id=event.notification_id)
+    return Change(decision.changes, entry, decision.email)
+
+
+def _lock_cart(cart_ref):
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:cart))"), {"cart": cart_ref})
+
+
+def _first_paid_sibling(order):
+    return db.session.execute(
+        select(Order.id, Order.reference)
+        .where(Order.cart_ref == order.cart_ref, Order.status == OrderStatus.PAID, Order.id != order.id)
+        .order_by(func.coalesce(Order.paid_at, Order.updated_at), Order.id)
+        .limit(1)
+    ).first()

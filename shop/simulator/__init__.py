@@ -16,7 +16,10 @@ bp = Blueprint("simulator", __name__, url_prefix="/_sim")
 
 
 def init_app(app, csrf):
-    from shop.simulator import api, fault_views, knet_page, models, outcomes  # noqa: F401  (routes register on import)
+    from shop import worker
+    from shop.simulator import api, fault_views, knet_page, models, outcomes, sender  # noqa: F401  (routes register on import)
+
+    worker.register(app, "simulator webhook deliveries", sender.deliver_due)
 
     # Adyen's clients and the KNET page's form carry no CSRF token, as on the real services.
     # (The fault page, /_sim/faults, is the shop's own and checks its token itself.)

@@ -6,6 +6,7 @@ Every mutation is saved to the session at once.
 """
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 
 from flask import session
@@ -17,6 +18,9 @@ from shop.storefront.catalog import all_products, get_product
 log = logging.getLogger(__name__)
 
 SESSION_KEY = "cart"
+# Names this cart in its orders (Order.cart_ref), so that two of them both paid are seen as one
+# cart paid twice. A new cart, after one was bought, gets a new one.
+REF_KEY = "cart_ref"
 MAX_QUANTITY = 10  # per line
 
 
@@ -93,6 +97,17 @@ class Cart:
     def is_empty(self) -> bool:
         return not self._items
 
+    @property
+    def ref(self):
+        """The cart's reference, or None before an order was made from it."""
+        return session.get(REF_KEY)
+
+    def new_ref(self):
+        """The cart's reference, made the first time an order is made from it."""
+        if not session.get(REF_KEY):
+            session[REF_KEY] = secrets.token_urlsafe(16)
+        return session[REF_KEY]
+
     def quantity_of(self, product_id) -> int:
         return self._items.get(product_id, 0)
 
@@ -156,7 +171,9 @@ class Cart:
         self._save()
 
     def clear(self):
+        """Empty the cart; what is added next is a new cart, with a reference of its own."""
         self._items.clear()
+        session.pop(REF_KEY, None)
         self._save()
 
     def _product(self, product_id):

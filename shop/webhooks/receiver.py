@@ -35,7 +35,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, SecurityError
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
-from shop import security, worker
+from shop import jobs, security, worker
 from shop.adyen import signature
 from shop.webhooks import parsing, processing, rejections
 
@@ -157,7 +157,7 @@ def receive(request, app):
                 "webhook NOT stored, answering 500 so that Adyen retries: pspReference=%r eventCode=%r (%s)",
                 item.psp_reference,
                 item.event_code,
-                processing.describe_error(exc),
+                jobs.describe_error(exc),
             )
             raise Refused(500, "could not store the notification") from None
         new_work = new_work or not (stored.duplicate or stored.ignored)
