@@ -321,9 +321,10 @@ def _transition_tone(summary):
 
 def _received_step(notification, known):
     at = _utc(notification.received_at)
-    verdict = notification.note if notification.status == "ignored" else "queued for processing"
+    not_applied = notification.status in ("ignored", "flagged")  # stored with why, never applied
+    verdict = notification.note if not_applied else "queued for processing"
     title = (
-        f"Webhook {notification.event_code} success={'true' if notification.success else 'false'} "
+        f"Webhook {notification.event_code} success={notification.success_text} "
         f"(pspReference {notification.psp_reference}) received: basic auth and HMAC signature verified; "
         f"first delivery, {verdict}"
     )
@@ -333,7 +334,7 @@ def _received_step(notification, known):
         ("Notification", f"#{notification.id}, {notification.status}"),
     ]
     if notification.note:
-        label = "Not applied, because" if notification.status == "ignored" else "State change it caused"
+        label = "Not applied, because" if not_applied else "State change it caused"
         facts.append((label, redact.text(notification.note, known=known)))
     return Step(
         at=at,
@@ -342,7 +343,7 @@ def _received_step(notification, known):
         why="Adyen reports the payment's outcome to the webhook endpoint; the shop checks basic auth and the "
         "HMAC signature, stores it, answers [accepted], and applies it afterwards.",
         docs=_docs("webhooks", "hmac"),
-        tone="ok",
+        tone="bad" if notification.status == "flagged" else "ok",
         facts=facts,
         blocks=[("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known))],
         # Before the events of the same moment: it was stored before anything was done with it.
