@@ -59,8 +59,7 @@ class Order(db.Model):
 
     # What the shopper was told after the redirect: display only, never the order's truth.
     result_code: Mapped[str | None] = mapped_column(String(32))
-    # Set by the AUTHORISATION webhook too: as long as Adyen sends it (no maxLength in its spec).
-    psp_reference: Mapped[str | None] = mapped_column(Text)
+    psp_reference: Mapped[str | None] = mapped_column(String(32))
     refusal_reason: Mapped[str | None] = mapped_column(String(200))
     refusal_reason_code: Mapped[str | None] = mapped_column(String(8))
 

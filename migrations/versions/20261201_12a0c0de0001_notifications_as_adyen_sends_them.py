@@ -5,8 +5,7 @@ rather than the shop's own limits: the text fields become TEXT (no maxLength the
 BIGINT (int64), success nullable (an item whose `success` is neither "true" nor "false" is stored as
 ignored). Deliveries are deduplicated on a fixed-width event_key (SHA-256 hex of pspReference,
 eventCode, success, originalReference), since a btree index on unbounded text fails on PostgreSQL
-past about 2.7 KB; for the same reason merchant_reference gets a hash index there. The order's
-psp_reference, which the AUTHORISATION webhook sets, becomes TEXT too.
+past about 2.7 KB; for the same reason merchant_reference gets a hash index there.
 
 Downgrade: the rows the old columns cannot hold (longer values, success null, an amount beyond
 32 bits, or two rows that the old four-column key would call one) are deleted first. Only items the
@@ -96,16 +95,9 @@ def upgrade():
         unique=False,
         postgresql_using='hash',
     )
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.alter_column('psp_reference', existing_type=sa.String(length=32), type_=sa.Text(), existing_nullable=True)
 
 
 def downgrade():
-    # The old column holds 32 characters (Adyen's pspReferences have 16): a longer one is cut to it.
-    op.execute('UPDATE orders SET psp_reference = substr(psp_reference, 1, 32) WHERE length(psp_reference) > 32')
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.alter_column('psp_reference', existing_type=sa.Text(), type_=sa.String(length=32), existing_nullable=True)
-
     too_long = ' OR '.join(f'length({column}) > {old_type.length}' for column, old_type, _ in WIDENED)
     op.execute(
         'DELETE FROM notifications WHERE success IS NULL OR amount_value NOT BETWEEN -2147483648 AND 2147483647 '
