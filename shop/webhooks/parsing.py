@@ -32,7 +32,7 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, and surrogates (only lone
 
 
 class Malformed(ValueError):
-    """The body is not a Standard webhook. The message is ours and never echoes the input."""
+    """The body is not a notification at all. The message is ours and never echoes the input."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,8 @@ def parse_item(raw):
         if value == "" and isinstance(raw.get(field), str):
             problems.append(f"{field} is empty")
 
-    success = {"true": True, "false": False}.get(raw.get("success")) if isinstance(raw.get("success"), str) else None
+    success = raw.get("success")
+    success = {"true": True, "false": False}.get(success) if isinstance(success, str) else None
     if success is None:
         problems.append('success is not "true" or "false"')
 

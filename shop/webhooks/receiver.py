@@ -170,14 +170,14 @@ def receive(request, app):
             )
             raise Refused(500, "could not store the notification") from None
         new_work = new_work or not (stored.duplicate or stored.ignored)
-        outcome = " (duplicate)" if stored.duplicate else " (flagged)" if mismatch else ""
+        outcome = "duplicate" if stored.duplicate else "flagged" if mismatch else "ignored" if stored.ignored else ""
         log.info(
             "webhook accepted: pspReference=%s eventCode=%s success=%s merchantReference=%s%s",
             psp,
             code,
             item.success_text,
             reference,
-            outcome or (" (ignored)" if stored.ignored else ""),
+            f" ({outcome})" if outcome else "",
         )
 
     if new_work:
