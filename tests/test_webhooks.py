@@ -22,6 +22,7 @@ from shop.models import Notification
 from shop.orders import state
 from shop.webhooks import parsing, processing
 from tests.conftest import LiveServer
+from tests.shopper import text_of
 from tests.webhook_helpers import (
     auth,
     counts,
@@ -437,8 +438,13 @@ def test_another_merchant_account_is_acknowledged_flagged_not_applied(live_serve
     app = live_server.app
     reference = make_order(app)
     body = envelope(item(app, reference, merchantAccountCode="SomeoneElseECOM"))
-    assert_flagged(live_server, body, reference, caplog, "merchantAccountCode 'SomeoneElseECOM' is not this shop's")
+    mismatch = "merchantAccountCode 'SomeoneElseECOM' is not this shop's"
+    assert_flagged(live_server, body, reference, caplog, mismatch)
     assert "<strong>1 flagged:</strong>" in requests.get(live_server.url + "/console/webhooks", timeout=10).text
+    # The order's timeline shows it received and why it was not applied.
+    order_page = requests.get(f"{live_server.url}/console/orders/{get_order(app, reference).id}", timeout=10)
+    timeline = text_of(order_page.text)
+    assert f"first delivery, not for this shop: {mismatch}" in timeline and "Not applied, because" in timeline
 
 
 @pytest.mark.parametrize(
