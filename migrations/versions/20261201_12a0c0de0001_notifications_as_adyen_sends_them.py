@@ -8,8 +8,9 @@ eventCode, success, originalReference), since a btree index on unbounded text fa
 past about 2.7 KB; for the same reason merchant_reference gets a hash index there.
 
 Downgrade: the rows the old columns cannot hold (longer values, success null, an amount beyond
-32 bits, or two rows that the old four-column key would call one) are deleted first. Only items the
-shop ignored or flagged can be such rows, or ones about no order of the shop.
+32 bits, or two rows that the old four-column key would call one) are deleted first. Adyen's own
+pspReferences have 16 characters, so in practice these are items the shop ignored or flagged (report
+file names, values of the wrong type).
 
 Revision ID: 12a0c0de0001
 Revises: 6684e653812e
