@@ -7,7 +7,7 @@ import secrets
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shop.db import db
@@ -183,36 +183,48 @@ class OrderEvent(db.Model):
 
 
 class Notification(db.Model):
-    """A verified webhook item, stored before it is acknowledged and processed after."""
+    """An authenticated webhook item (basic auth and HMAC), stored before it is acknowledged and
+    processed after; or, if the shop takes no action on it, stored as ignored or flagged with why."""
 
     __tablename__ = "notifications"
     __table_args__ = (
-        # Adyen may deliver the same event more than once: it has an effect once.
-        UniqueConstraint("psp_reference", "event_code", "success", "original_reference", name="uq_notification_event"),
+        # Looked up by order reference (the timeline). A hash index on PostgreSQL: a btree entry
+        # holds about 2.7 KB there, and a merchantReference may be longer (no maxLength at Adyen).
+        Index("ix_notifications_merchant_reference", "merchant_reference", postgresql_using="hash"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    psp_reference: Mapped[str] = mapped_column(String(32))
-    original_reference: Mapped[str] = mapped_column(String(32), default="")
-    event_code: Mapped[str] = mapped_column(String(64))
-    success: Mapped[bool] = mapped_column(Boolean)
-    merchant_reference: Mapped[str] = mapped_column(String(80), index=True)
-    merchant_account: Mapped[str] = mapped_column(String(80))
-    amount_value: Mapped[int | None] = mapped_column(Integer)
+    # Adyen may deliver the same event more than once: it has an effect once. SHA-256 (hex) of
+    # (pspReference, eventCode, success, originalReference) as sent: shop.webhooks.parsing.event_key.
+    event_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The fields as text, of any length (Adyen's Webhooks spec sets no maxLength on them).
+    psp_reference: Mapped[str] = mapped_column(Text)
+    original_reference: Mapped[str] = mapped_column(Text, default="")
+    event_code: Mapped[str] = mapped_column(Text)
+    success: Mapped[bool | None] = mapped_column(Boolean)  # None: neither "true" nor "false" (ignored)
+    merchant_reference: Mapped[str] = mapped_column(Text)
+    merchant_account: Mapped[str] = mapped_column(Text)
+    amount_value: Mapped[int | None] = mapped_column(BigInteger)  # int64 at Adyen; None if not one
     currency: Mapped[str | None] = mapped_column(String(3))
     reason: Mapped[str | None] = mapped_column(Text)
-    event_date: Mapped[str | None] = mapped_column(String(40))
+    event_date: Mapped[str | None] = mapped_column(Text)
     raw_body: Mapped[str] = mapped_column(Text)
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
-    # pending → processed | ignored; failures are retried with a growing delay.
+    # pending → processed; failures are retried with a growing delay. Never applied: ignored (an
+    # item the shop takes no action on) and flagged (for another merchant account or environment).
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # What processing did, for a person reading the table: "pending → paid", "no order …".
+    # What processing did, or why it was not applied, for a person: "pending → paid", "no order …".
     note: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def success_text(self):
+        """As Adyen sent it, "true" or "false"; "?" when it was neither (then the item is ignored)."""
+        return {True: "true", False: "false"}.get(self.success, "?")
 
 
 class Email(db.Model):

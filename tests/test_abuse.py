@@ -13,6 +13,7 @@ from werkzeug.routing import BuildError
 from shop import security
 from shop.db import db
 from shop.models import ApiCall, Email, Notification, Order, OrderStatus, PaymentAttempt
+from shop.webhooks import processing
 from tests.conftest import build_app
 from tests.fault_helpers import api_calls, count, in_context, shopper_with_cart, the_order, transitions
 from tests.shopper import Shopper, text_of
@@ -40,13 +41,33 @@ def test_forged_tampered_and_unauthenticated_webhooks_change_nothing(live_server
         (envelope(tampered_item), None, 401),
         (envelope(item(app, reference)), ("adyen-webhook", "guess"), 401),
         (envelope(item(app, reference)), False, 401),  # no basic auth at all
-        (envelope(item(app, reference, merchantAccountCode="SomeoneElseECOM")), None, 400),  # signed, not ours
+        (envelope(item(app, reference), item(app, reference, key="00" * 32)), None, 401),  # one forged of two
     ]
     for body, pair, status in cases:
         response = post(live_server, body, auth_pair=pair)
         assert response.status_code == status and response.text != "[accepted]"
     assert counts(app) == before
     assert order_status(app, reference) == OrderStatus.PENDING
+
+
+def test_signed_webhooks_for_another_shop_are_acknowledged_and_change_nothing(live_server):
+    """Signed with our key, but for another merchant account or environment: Adyen's rule is to
+    acknowledge them (or it retries them, and holds later webhooks behind them); they are stored
+    flagged, and never move the order."""
+    app = live_server.app
+    reference = make_order(app, status="pending")
+    for body in (
+        envelope(item(app, reference, merchantAccountCode="SomeoneElseECOM")),
+        envelope(item(app, reference, event_code="OFFER_CLOSED"), live="true"),
+    ):
+        response = post(live_server, body)
+        assert (response.status_code, response.text) == (200, "[accepted]")
+    statuses = in_context(live_server, lambda: db.session.execute(select(Notification.status)).scalars().all())
+    assert statuses == ["flagged", "flagged"]
+    with app.app_context():
+        assert processing.process_due() == 0
+    assert order_status(app, reference) == OrderStatus.PENDING
+    assert transitions(live_server, "pending →") == 0 and count(live_server, Email) == 0
 
 
 def test_replayed_webhook_is_acknowledged_and_has_one_effect(live_server):

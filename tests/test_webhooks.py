@@ -5,6 +5,7 @@ and https://docs.adyen.com/development-resources/webhooks/secure-webhooks/verify
 Every rejection is checked to leave the database exactly as it was.
 """
 
+import html
 import json
 import logging
 import random
@@ -15,11 +16,13 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from shop.adyen.signature import sign
 from shop.db import db
 from shop.models import Notification
 from shop.orders import state
-from shop.webhooks import processing
+from shop.webhooks import parsing, processing
 from tests.conftest import LiveServer
+from tests.shopper import text_of
 from tests.webhook_helpers import (
     auth,
     counts,
@@ -246,6 +249,70 @@ def test_test_and_unhandled_events_are_acknowledged_not_processed(live_server, o
     assert emails(app, reference) == []
 
 
+def report_available(app, psp="settlement_detail_report_batch_12.csv"):
+    """REPORT_AVAILABLE as Adyen sends it: the pspReference is the report's file name."""
+    return item(
+        app,
+        "",
+        psp=psp,
+        event_code="REPORT_AVAILABLE",
+        value=0,
+        currency="EUR",
+        reason="https://ca-test.adyen.com/reports/download/MerchantAccount/ShopECOM/" + psp,
+    )
+
+
+def test_a_report_beside_an_authorisation_both_acknowledged_the_payment_applied(live_server):
+    """The issue's case: a 37-character file name as pspReference no longer sinks the batch."""
+    app = live_server.app
+    reference = make_order(app)
+    report = report_available(app)
+    assert len(report["pspReference"]) == 37
+    response = post(live_server, envelope(report, item(app, reference)))
+    assert (response.status_code, response.text) == (200, "[accepted]")
+    wait_for(lambda: order_status(app, reference) == "paid", message="the AUTHORISATION applied")
+    processed(live_server, reference)
+    stored_report, payment = notifications(app)
+    assert (stored_report.psp_reference, stored_report.status) == ("settlement_detail_report_batch_12.csv", "ignored")
+    assert "this shop does not act on REPORT_AVAILABLE" in stored_report.note
+    assert (payment.merchant_reference, payment.status) == (reference, "processed")
+    assert len(emails(app, reference)) == 1
+
+
+def test_more_than_six_items_are_all_acknowledged_and_applied(live_server):
+    """No count limit but the body's size: twelve payments and a report in one body."""
+    app = live_server.app
+    references = [make_order(app) for _ in range(12)]
+    items = [item(app, reference) for reference in references] + [report_available(app)]
+    assert post(live_server, envelope(*items)).text == "[accepted]"
+    wait_for(lambda: all(order_status(app, r) == "paid" for r in references), message="twelve orders paid")
+    settle(app)
+    assert sorted(row.status for row in notifications(app)) == ["ignored"] + ["processed"] * 12
+
+
+def test_a_customer_area_test_notification_is_acknowledged_and_ignored(live_server):
+    """Developers > Webhooks > Test configuration sends pspReference test_AUTHORISATION_1,
+    merchantReference testMerchantRef1."""
+    app = live_server.app
+    test = item(app, "testMerchantRef1", psp="test_AUTHORISATION_1", value=1000, currency="EUR")
+    assert post(live_server, envelope(test)).text == "[accepted]"
+    (row,) = notifications(app)
+    assert (row.status, row.merchant_reference) == ("ignored", "testMerchantRef1")
+    assert "a test webhook from the Customer Area" in row.note
+    page = html.unescape(requests.get(live_server.url + "/console/webhooks", timeout=10).text)
+    assert "test_AUTHORISATION_1" in page and "a test webhook from the Customer Area" in page
+
+
+def test_one_bad_signature_refuses_the_whole_batch(shared_server):
+    """Tampered: nothing of it is stored, not even its well-signed items or its report."""
+
+    def body(app, reference):
+        forged = item(app, "SOMEONE-ELSE", event_code="OFFER_CLOSED", key=OTHER_KEY)
+        return envelope(report_available(app, psp=f"report_{reference}.csv"), item(app, reference), forged)
+
+    assert_rejected(shared_server, body, 401)
+
+
 def test_multi_item_body_all_valid(live_server):
     app = live_server.app
     first, second = make_order(app), make_order(app)
@@ -342,17 +409,66 @@ def test_other_authorization_schemes_are_401(shared_server):
     assert_rejected(shared_server, body, 401, auth_pair=False, headers={"Authorization": "Basic %%%"})
 
 
-def test_wrong_merchant_account_is_400(shared_server):
-    assert_rejected(
-        shared_server, lambda app, ref: envelope(item(app, ref, merchantAccountCode="SomeoneElseECOM")), 400
-    )
+# --- authenticated but not for this shop: acknowledged, flagged, never applied ---------------------
 
 
-def test_live_flag_must_match_the_environment(shared_server):
-    assert_rejected(shared_server, lambda app, ref: envelope(item(app, ref), live="true"), 400)
+def assert_flagged(server, body, reference, caplog, mismatch):
+    """[accepted]; one row, flagged with `mismatch` in its note and in a WARNING; the order untouched,
+    also once the worker has run; the console's inbox shows the row and counts it."""
+    app = server.app
+    settle(app)
+    caplog.clear()
+    response = post(server, body)
+    assert (response.status_code, response.text) == (200, "[accepted]")
+    (row,) = [row for row in notifications(app) if row.merchant_reference == reference]
+    assert row.status == "flagged" and row.processed_at is not None
+    assert mismatch in row.note and "acknowledged, not processed" in row.note
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "NOT applied" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and mismatch in warnings[0] and reference in warnings[0]
+    with app.app_context():
+        processing.process_due()  # what the worker does: a flagged row is never claimed
+    assert order_status(app, reference) == "pending"
+    assert emails(app, reference) == [] and events(app, reference, kind="transition") == []
+    assert notifications(app, id=row.id)[0].status == "flagged"
+    page = requests.get(server.url + "/console/webhooks", timeout=10).text
+    assert "flagged:</strong> signed by Adyen but for another" in page and mismatch in html.unescape(page)
+    return row
 
 
-def test_live_environment_accepts_only_live_true(live_server_factory):
+def test_another_merchant_account_is_acknowledged_flagged_not_applied(live_server, caplog):
+    """A company-level webhook sends every merchant account's events."""
+    app = live_server.app
+    reference = make_order(app)
+    body = envelope(item(app, reference, merchantAccountCode="SomeoneElseECOM"))
+    mismatch = "merchantAccountCode 'SomeoneElseECOM' is not this shop's"
+    assert_flagged(live_server, body, reference, caplog, mismatch)
+    assert "<strong>1 flagged:</strong>" in requests.get(live_server.url + "/console/webhooks", timeout=10).text
+    # The order's timeline shows it received and why it was not applied.
+    order_page = requests.get(f"{live_server.url}/console/orders/{get_order(app, reference).id}", timeout=10)
+    timeline = text_of(order_page.text)
+    assert f"first delivery, not for this shop: {mismatch}" in timeline and "Not applied, because" in timeline
+
+
+@pytest.mark.parametrize(
+    "live, shown",
+    [("true", "'true'"), (True, "True"), ("False", "'False'"), (KeyError, "missing")],
+    ids=["true", "json-true", "capital", "missing"],
+)
+def test_a_live_flag_not_this_shops_is_acknowledged_flagged_not_applied(live_server, caplog, live, shown):
+    app = live_server.app
+    reference = make_order(app)
+    body = json.loads(envelope(item(app, reference)))
+    if live is KeyError:
+        del body["live"]
+    else:
+        body["live"] = live
+    expected = f"live is {shown} but this shop runs in simulator mode (expects 'false')"
+    assert_flagged(live_server, json.dumps(body), reference, caplog, expected)
+
+
+def test_a_live_shop_flags_test_webhooks_and_applies_live_ones(live_server_factory, caplog):
     server = live_server_factory(
         ENV={
             "ADYEN_ENVIRONMENT": "test",
@@ -364,11 +480,19 @@ def test_live_environment_accepts_only_live_true(live_server_factory):
             "SECRET_KEY": "s",
         }
     )
-    # Live mode insists on https and a live URL prefix at start-up; the view only reads this setting.
+    # Live mode insists on https and a live URL prefix at start-up; the receiver only reads this setting.
     server.app.config["ADYEN_ENVIRONMENT"] = "live"
-    assert_rejected(server, lambda app, ref: envelope(item(app, ref), live="false"), 400)
     reference = make_order(server.app)
-    assert post(server, envelope(item(server.app, reference), live="true")).text == "[accepted]"
+    # A test-environment event must not move a live order.
+    response = post(server, envelope(item(server.app, reference), live="false"))
+    assert (response.status_code, response.text) == (200, "[accepted]")
+    (row,) = notifications(server.app)
+    assert row.status == "flagged" and "live is 'false' but this shop runs in live mode" in row.note
+    assert any("NOT applied" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    other = make_order(server.app)
+    assert post(server, envelope(item(server.app, other), live="true")).text == "[accepted]"
+    wait_for(lambda: order_status(server.app, other) == "paid", message="the live webhook applied")
+    assert order_status(server.app, reference) == "pending"
 
 
 def test_previous_hmac_key_accepted_while_rotating(live_server_factory):
@@ -380,12 +504,8 @@ def test_previous_hmac_key_accepted_while_rotating(live_server_factory):
     assert_rejected(server, lambda app, ref: envelope(item(app, ref, key=OTHER_KEY)), 401)
 
 
-def good_item(app, reference):
-    return item(app, reference)
-
-
 def with_field(**changes):
-    """A signed item with fields changed after signing (the shape check comes first: 400)."""
+    """A signed item with fields changed after signing."""
 
     def body(app, reference):
         signed = item(app, reference)
@@ -399,25 +519,40 @@ def with_field(**changes):
     return body
 
 
-MALFORMED = {
+# Bodies that are not a notification at all: nothing to authenticate.
+NOT_A_NOTIFICATION = {
     "empty": b"",
     "not-json": b"[accepted]",
     "not-utf8": b'{"live": "false", "notificationItems": ["\xff\xfe"]}',
     "array": b"[]",
     "null": b"null",
     "no-items": b'{"live": "false"}',
+    "items-not-array": lambda app, ref: json.dumps({"live": "false", "notificationItems": item(app, ref)}),
     "empty-items": b'{"live": "false", "notificationItems": []}',
     "item-not-object": b'{"live": "false", "notificationItems": [1]}',
     "no-wrapper": b'{"live": "false", "notificationItems": [{}]}',
-    "live-bool": lambda app, ref: envelope(item(app, ref), live=False),
-    "no-live": lambda app, ref: json.dumps({"notificationItems": [{"NotificationRequestItem": item(app, ref)}]}),
+    # A signed item beside one without its NotificationRequestItem wrapper: the body cannot be verified.
+    "second-not-wrapped": lambda app, ref: json.dumps(
+        {"live": "false", "notificationItems": [{"NotificationRequestItem": item(app, ref)}, item(app, ref)]}
+    ),
     "deep-nesting": b"[" * 20000 + b"]" * 20000,  # RecursionError in json, under the size cap
     "nan": b'{"live": "false", "notificationItems": [{"NotificationRequestItem": {"amount": {"value": NaN}}}]}',
-    "huge-int": lambda app, ref: envelope(item(app, ref)).replace("12500", "9" * 5000),
+    "huge-int": lambda app, ref: envelope(item(app, ref)).replace("12500", "9" * 5000),  # beyond json's digits
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_A_NOTIFICATION))
+def test_a_body_that_is_not_a_notification_is_400_and_nothing_stored(shared_server, name):
+    response = assert_rejected(shared_server, NOT_A_NOTIFICATION[name], 400)
+    assert response.text.startswith("malformed notification: ")
+
+
+# A signed field changed after signing (str() of each value is signed, so a type change counts).
+TAMPERED = {
     "no-psp": with_field(pspReference=KeyError),
     "empty-psp": with_field(pspReference=""),
     "psp-number": with_field(pspReference=7914073381342284),
-    "psp-too-long": with_field(pspReference="P" * 5000),
+    "psp-longer": with_field(pspReference="P" * 5000),
     "no-merchant-reference": with_field(merchantReference=KeyError),
     "no-merchant-account": with_field(merchantAccountCode=KeyError),
     "no-event-code": with_field(eventCode=KeyError),
@@ -425,22 +560,122 @@ MALFORMED = {
     "success-bool": with_field(success=True),
     "success-capital": with_field(success="True"),
     "no-amount": with_field(amount=KeyError),
-    "amount-string": with_field(amount={"value": "12500", "currency": "KWD"}),
     "amount-float": with_field(amount={"value": 12500.0, "currency": "KWD"}),
     "amount-bool": with_field(amount={"value": True, "currency": "KWD"}),
-    "amount-negative": with_field(amount={"value": -1, "currency": "KWD"}),
-    "amount-huge": with_field(amount={"value": 10**20, "currency": "KWD"}),
+    "amount-negative": with_field(amount={"value": -12500, "currency": "KWD"}),
     "no-currency": with_field(amount={"value": 12500}),
-    "currency-short": with_field(amount={"value": 12500, "currency": "KW"}),
+    "currency-lower": with_field(amount={"value": 12500, "currency": "kwd"}),
     "original-reference-number": with_field(originalReference=5),
     "additional-data-list": with_field(additionalData=["hmacSignature"]),
-    "reason-nul": with_field(reason="NOT\u0000CAPTURED"),  # reason is not signed; PostgreSQL refuses NUL
+    "nested-psp": with_field(pspReference=json.loads("[" * 500 + "]" * 500)),
 }
 
 
-@pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_body_is_400_and_nothing_stored(shared_server, name):
-    assert_rejected(shared_server, MALFORMED[name], 400)
+@pytest.mark.parametrize("name", sorted(TAMPERED))
+def test_a_field_changed_after_signing_is_401_and_nothing_stored(shared_server, name):
+    assert_rejected(shared_server, TAMPERED[name], 401)
+
+
+def signed_with(**changes):
+    """An item for the order with fields changed (KeyError: removed), then signed: authenticated."""
+
+    def build(app, reference):
+        fields = item(app, reference)
+        for field, value in changes.items():
+            if value is KeyError:
+                fields.pop(field)
+            else:
+                fields[field] = value
+        fields["additionalData"] = {"hmacSignature": sign(fields, app.config["ADYEN_HMAC_KEY"])}
+        return fields
+
+    return build
+
+
+# Signed by Adyen, but with fields the shop cannot use: acknowledged, stored as ignored with why.
+UNUSABLE = {
+    "no-psp": (signed_with(pspReference=KeyError), "pspReference is missing"),
+    "empty-psp": (signed_with(pspReference=""), "pspReference is empty"),
+    "psp-number": (signed_with(pspReference=7914073381342284), "pspReference is not a string"),
+    "psp-nul": (signed_with(pspReference="PSP\u0000REF"), "pspReference holds a NUL"),
+    "no-event-code": (signed_with(eventCode=KeyError), "eventCode is missing"),
+    "event-code-object": (signed_with(eventCode={"a": 1}), "eventCode is not a string"),
+    "no-merchant-reference": (signed_with(merchantReference=KeyError), "merchantReference is missing"),
+    "merchant-reference-list": (signed_with(merchantReference=["A"]), "merchantReference is not a string"),
+    "original-reference-number": (signed_with(originalReference=5), "originalReference is not a string"),
+    "no-success": (signed_with(success=KeyError), 'success is not "true" or "false"'),
+    "success-bool": (signed_with(success=True), 'success is not "true" or "false"'),
+    "success-capital": (signed_with(success="True"), 'success is not "true" or "false"'),
+    "no-amount": (signed_with(amount=KeyError), "amount is not an object"),
+    # str() is signed: "12500" signs as 12500 does, so this one needs no re-signing to pass.
+    "amount-string": (with_field(amount={"value": "12500", "currency": "KWD"}), "amount.value is not an int64"),
+    "amount-float": (signed_with(amount={"value": 12500.0, "currency": "KWD"}), "amount.value is not an int64"),
+    "amount-bool": (signed_with(amount={"value": True, "currency": "KWD"}), "amount.value is not an int64"),
+    "amount-past-int64": (signed_with(amount={"value": 2**63, "currency": "KWD"}), "amount.value is not an int64"),
+    "no-currency": (signed_with(amount={"value": 12500}), "amount.currency is not a 3-letter code"),
+    "currency-long": (signed_with(amount={"value": 12500, "currency": "KWDX"}), "amount.currency is not a 3-letter"),
+    "reason-number": (signed_with(reason=5), "reason is not a string"),
+    "event-date-list": (signed_with(eventDate=[2025]), "eventDate is not a string"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE))
+def test_a_signed_item_with_fields_the_shop_cannot_use_is_acknowledged_and_ignored(shared_server, name):
+    build, problem = UNUSABLE[name]
+    app = shared_server.app
+    reference = make_order(app)
+    settle(app)
+    built = build(app, reference)
+    body = built if isinstance(built, str) else envelope(built)
+    response = post(shared_server, body)
+    assert (response.status_code, response.text) == (200, "[accepted]")
+    raw = json.loads(body)["notificationItems"][0]["NotificationRequestItem"]
+    (row,) = notifications(app, event_key=parsing.event_key(raw))
+    assert row.status == "ignored"
+    assert problem in row.note and "acknowledged, not processed" in row.note
+    assert json.loads(row.raw_body) == json.loads(body)  # kept as sent
+    settle(app)
+    assert order_status(app, reference) == "pending" and emails(app, reference) == []
+    # Delivered again: counted, still ignored.
+    assert post(shared_server, body).text == "[accepted]"
+    assert [(r.status, r.duplicates) for r in notifications(app, event_key=row.event_key)] == [("ignored", 1)]
+
+
+def test_a_nul_in_an_unsigned_field_is_stored_replaced_and_the_item_applied(live_server):
+    """reason and eventDate are not signed, and only shown: a NUL there (PostgreSQL text cannot
+    hold one) is stored as U+FFFD; the raw body keeps the \\u0000 escape as sent."""
+    app = live_server.app
+    reference = make_order(app)
+    signed = item(app, reference, success="false", reason="NOT\u0000CAPTURED", eventDate="2025\u0000")
+    assert post(live_server, envelope(signed)).text == "[accepted]"
+    wait_for(lambda: order_status(app, reference) == "failed", message="the failure applied")
+    (row,) = notifications(app)
+    assert (row.reason, row.event_date) == ("NOT\ufffdCAPTURED", "2025\ufffd")
+    assert "NOT\\u0000CAPTURED" in row.raw_body
+
+
+def test_fields_of_any_length_are_stored_whole(live_server):
+    """No maxLength in Adyen's spec: a 40 000-character merchantReference and a 10 000-character
+    pspReference (random, so that PostgreSQL cannot compress them under its index row limit) are
+    stored whole and processed, beside a payment in the same body that is applied."""
+    app = live_server.app
+    rng = random.Random(12)
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    reference = make_order(app)
+    long_psp = "".join(rng.choice(letters) for _ in range(10_000))
+    long_reference = "".join(rng.choice(letters) for _ in range(40_000))
+    nobody = item(app, long_reference, psp=long_psp, event_code="OFFER_CLOSED")
+    assert post(live_server, envelope(item(app, reference), nobody)).text == "[accepted]"
+    wait_for(lambda: order_status(app, reference) == "paid", message="the order paid")
+    processed(live_server, long_reference)
+    paid, long_one = notifications(app)
+    assert (paid.merchant_reference, paid.status) == (reference, "processed")
+    assert (long_one.psp_reference, long_one.merchant_reference, long_one.status) == (
+        long_psp,
+        long_reference,
+        "processed",
+    )
+    assert "no order has merchantReference" in long_one.note
 
 
 def test_oversized_body_is_413(shared_server):

@@ -1,7 +1,7 @@
 """orders keep their cart, timeline steps as fields, emails rendered when sent
 
 Revision ID: 12b0c0de0002
-Revises: 6684e653812e
+Revises: 12a0c0de0001
 Create Date: 2026-12-01 22:41:13.509786
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '12b0c0de0002'
-down_revision = '6684e653812e'
+down_revision = '12a0c0de0001'
 branch_labels = None
 depends_on = None
 

@@ -3,6 +3,8 @@
 Docs: https://docs.adyen.com/development-resources/webhooks/secure-webhooks/verify-hmac-signatures
 The eight fields are joined by ':' with no escaping, absent fields are '', the hex key is
 decoded to bytes, HMAC-SHA256 is Base64-encoded, and the comparison runs in constant time.
+Webhooks that are not Standard notifications (the spec's "other webhooks") carry theirs in the
+HmacSignature header instead: the same HMAC over the raw body (`is_valid_payload`).
 """
 
 import base64
@@ -50,14 +52,31 @@ def is_valid(item, hex_keys):
     """
     additional = item.get("additionalData")
     received = additional.get("hmacSignature") if isinstance(additional, dict) else None
+    return _matches(received, hex_keys, lambda key: sign(item, key))
+
+
+def sign_payload(body, hex_key):
+    """The Base64 HmacSignature header of a raw body (bytes) under a hex key."""
+    digest = hmac.new(binascii.a2b_hex(hex_key), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def is_valid_payload(body, received, hex_keys):
+    """True when `received` (the HmacSignature header) matches the raw body under one of the keys.
+    Never raises."""
+    return _matches(received, hex_keys, lambda key: sign_payload(body, key))
+
+
+def _matches(received, hex_keys, sign_with):
+    """Constant-time comparison of a received signature with the one each key gives."""
     if not isinstance(received, str) or not received:
         return False
     for key in hex_keys:
         if not key:
             continue
         try:
-            expected = sign(item, key)
-        except (binascii.Error, ValueError, TypeError):
+            expected = sign_with(key)
+        except (binascii.Error, ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested values
             continue
         if hmac.compare_digest(expected.encode("ascii"), received.encode("utf-8", "replace")):
             return True

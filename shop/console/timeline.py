@@ -358,7 +358,7 @@ def _title(event, detail, notification):
 
 def _describe(notification):
     return (
-        f"{notification.event_code} success={'true' if notification.success else 'false'} "
+        f"{notification.event_code} success={notification.success_text} "
         f"(pspReference {notification.psp_reference})"
     )
 
@@ -382,13 +382,12 @@ def _redirect_parameters(order, url, method):
 
 def _received_step(notification, known):
     at = _utc(notification.received_at)
-    verdict = "not applied" if notification.status == "ignored" else "queued to be applied"
+    not_applied = notification.status in ("ignored", "flagged")  # stored with why, never applied
+    verdict = (notification.note or "not applied") if not_applied else "queued to be applied"
     facts = [
         ("Verification", "basic auth and HMAC signature verified (refused webhooks are never stored)"),
         ("Notification", f"#{notification.id}, {notification.status}"),
     ]
-    if notification.status == "ignored" and notification.note:
-        facts.append(("Not applied, because", redact.text(notification.note, known=known)))
     return Step(
         at=at,
         kind="webhook",
@@ -397,7 +396,7 @@ def _received_step(notification, known):
         ),
         why=RECEIVED_WHY,
         docs=_docs("webhooks", "hmac"),
-        tone="ok",
+        tone="bad" if notification.status == "flagged" else "ok",
         facts=facts,
         blocks=[("Webhook body (as received; signature masked)", redact.pretty(notification.raw_body, known=known))],
         # Before the events of the same moment: it was stored before anything was done with it.

@@ -5,7 +5,7 @@ import logging
 from datetime import UTC
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from shop import worker
 from shop.console import auth, bp, doctor, redact, scenarios, timeline
@@ -144,7 +144,16 @@ def webhooks():
         .scalars()
         .all()
     )
-    return render_template("console/webhooks.html", notifications=rows, order_ids=order_ids, rejections=rejections)
+    # Over every stored row, not only the ones listed: a flagged one is a setting to check.
+    by_status = dict(db.session.execute(select(Notification.status, func.count()).group_by(Notification.status)).all())
+    return render_template(
+        "console/webhooks.html",
+        notifications=rows,
+        order_ids=order_ids,
+        rejections=rejections,
+        by_status=by_status,
+        flagged=by_status.get(processing.FLAGGED, 0),
+    )
 
 
 @bp.post("/webhooks/<id:notification_id>/replay")

@@ -9,16 +9,25 @@ It is the one statement that runs while Adyen waits, and the shop's hottest, so 
   INSERT and its commit are one round trip. The commit is synchronous: the row is on disk before
   Adyen hears [accepted]. (PostgreSQL already flushes the commits of concurrent requests together.)
 
-INSERT … ON CONFLICT DO NOTHING on the unique constraint (pspReference, eventCode, success,
-originalReference) decides what is new, also against a twin being stored at this very moment by
-another thread, worker or host: no exception, no rolled-back transaction.
+INSERT … ON CONFLICT DO NOTHING on the unique event_key (a SHA-256 of pspReference, eventCode,
+success and originalReference: shop.webhooks.parsing.event_key) decides what is new, also against a
+twin being stored at this very moment by another thread, worker or host: no exception, no
+rolled-back transaction.
+
+When the driver reports a lost connection (the database restarted, a proxy or firewall dropped it),
+the insert is tried once more on a fresh one. Safe: if the first one was committed before the
+connection broke, the second finds its twin and the delivery is counted as a duplicate.
 """
 
+import logging
 from datetime import datetime
 
 from shop.db import db
 
+log = logging.getLogger(__name__)
+
 COLUMNS = (
+    "event_key",
     "psp_reference",
     "original_reference",
     "event_code",
@@ -38,25 +47,38 @@ COLUMNS = (
     "next_attempt_at",
     "received_at",
 )
-KEY = ("psp_reference", "event_code", "success", "original_reference")  # uq_notification_event
 INSERT = {
     dialect: f"INSERT INTO notifications ({', '.join(COLUMNS)}) VALUES ({', '.join([marker] * len(COLUMNS))}) "
-    f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING RETURNING id"
+    "ON CONFLICT (event_key) DO NOTHING RETURNING id"
     for dialect, marker in (("postgresql", "%s"), ("sqlite", "?"))
 }
+
+
+class _Disconnected(Exception):
+    """The driver lost its connection to the database during the insert."""
 
 
 def insert(values):
     """Store one row (a dict of COLUMNS). Its id, or None when the same event is stored already.
     Raises when the database refused it."""
     engine = db.engine
-    postgresql = engine.dialect.name == "postgresql"
     parameters = [values[column] for column in COLUMNS]
-    if not postgresql:
+    if engine.dialect.name != "postgresql":
         # As SQLAlchemy stores DateTime in SQLite (UTC, as text), so that it reads them back alike.
         parameters = [p.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(p, datetime) else p for p in parameters]
+    try:
+        return _insert_once(engine, parameters, retry_if_lost=True)
+    except _Disconnected as lost:
+        log.warning("webhook insert: the database connection was lost (%s); trying once more", lost)
+        engine.dispose()  # the pool's other connections are likely gone too: start afresh
+        return _insert_once(engine, parameters, retry_if_lost=False)
+
+
+def _insert_once(engine, parameters, retry_if_lost):
+    postgresql = engine.dialect.name == "postgresql"
     connection = engine.raw_connection()
     driver = connection.driver_connection
+    cursor = None
     try:
         if postgresql:
             driver.autocommit = True
@@ -67,8 +89,11 @@ def insert(values):
         connection.commit()  # SQLite's implicit transaction; nothing left to do in autocommit
         if postgresql:
             driver.autocommit = False
-    except BaseException:
+    except BaseException as exc:
         connection.invalidate()  # whatever state it is in, it does not go back to the pool
+        dbapi = engine.dialect.loaded_dbapi
+        if retry_if_lost and isinstance(exc, dbapi.Error) and engine.dialect.is_disconnect(exc, driver, cursor):
+            raise _Disconnected(type(exc).__name__) from exc  # the name only: no SQL parameter in a log
         raise
     finally:
         connection.close()

@@ -5,7 +5,9 @@ Docs: https://docs.adyen.com/development-resources/webhooks/handle-webhook-event
 https://docs.adyen.com/development-resources/webhooks/best-practices (duplicates, any order).
 
 `store` runs in the request: one INSERT … ON CONFLICT DO NOTHING per item (shop/webhooks/inbox.py),
-deduplicated by the unique constraint on (pspReference, eventCode, success, originalReference).
+deduplicated by the unique event_key (pspReference, eventCode, success, originalReference). An item
+the shop takes no action on is stored as ignored, or flagged if it is for another merchant account
+or environment, with why; the worker never claims either.
 `process_due` runs in the background worker on the shared job queue (shop/jobs.py: claims, leases,
 retries with a growing delay, at most WEBHOOK_MAX_ATTEMPTS, then "failed" for a person to look at):
 each notification's change to its order, the timeline entry, the shopper email and the processed
@@ -26,7 +28,8 @@ from shop.webhooks import inbox
 
 log = logging.getLogger(__name__)
 
-PENDING, PROCESSING, PROCESSED, IGNORED, FAILED = "pending", "processing", "processed", "ignored", "failed"
+PENDING, PROCESSING, PROCESSED, FAILED = "pending", "processing", "processed", "failed"
+IGNORED, FLAGGED = "ignored", "flagged"  # stored with why, never applied
 
 
 class Stored(NamedTuple):
@@ -37,27 +40,33 @@ class Stored(NamedTuple):
     ignored: bool
 
 
-def ignore_reason(item):
-    """Why an item is acknowledged but never applied, or None when it is processed."""
-    if item.psp_reference.startswith("test_"):
+def ignore_reason(item, mismatch=None):
+    """Why an item is acknowledged but never applied, or None when it is processed. `mismatch`: the
+    receiver's reason why it is not for this shop (another merchant account or environment)."""
+    reasons = [mismatch] if mismatch else []
+    reasons += [f"fields this shop cannot use: {', '.join(item.problems)}"] if item.problems else []
+    if item.webhook_type is not None:
+        reasons.append(f"a {item.event_code} webhook (not a Standard notification), which this shop does not act on")
+    elif item.psp_reference.startswith("test_"):
         # Customer Area "Test configuration" sends pspReferences like test_AUTHORISATION_4.
-        return "a test webhook from the Customer Area: acknowledged, not processed"
-    if item.event_code not in state.HANDLED_EVENTS:
-        return f"this shop does not act on {item.event_code}: acknowledged, not processed"
-    return None
+        reasons.append("a test webhook from the Customer Area")
+    elif item.event_code not in state.HANDLED_EVENTS and not item.problems:
+        reasons.append(f"this shop does not act on {item.event_code}")
+    return f"{'; '.join(reasons)}: acknowledged, not processed" if reasons else None
 
 
-def store(item, raw_body):
-    """Store one verified item. A duplicate delivery only counts up.
+def store(item, raw_body, mismatch=None):
+    """Store one authenticated item. A duplicate delivery only counts up.
 
     A new event is one INSERT … ON CONFLICT DO NOTHING, committed on its own
     (shop/webhooks/inbox.py). The order's timeline shows the stored row itself
     (shop/console/timeline.py), so nothing else is written while Adyen waits for the answer.
     Raises on a storage failure (the receiver answers 500 so that Adyen delivers it again).
     """
-    reason = ignore_reason(item)
+    reason = ignore_reason(item, mismatch)
     now = utcnow()
     values = {
+        "event_key": item.event_key,
         "psp_reference": item.psp_reference,
         "original_reference": item.original_reference,
         "event_code": item.event_code,
@@ -70,7 +79,7 @@ def store(item, raw_body):
         "event_date": item.event_date,
         "raw_body": raw_body,
         "duplicates": 0,
-        "status": IGNORED if reason else PENDING,
+        "status": FLAGGED if mismatch else IGNORED if reason else PENDING,
         "attempts": 0,
         "processed_at": now if reason else None,
         "note": reason,
@@ -86,15 +95,9 @@ def store(item, raw_body):
 
 @transaction
 def _count_duplicate(item):
-    key = (
-        Notification.psp_reference == item.psp_reference,
-        Notification.event_code == item.event_code,
-        Notification.success == item.success,
-        Notification.original_reference == item.original_reference,
-    )
     counted = db.session.execute(
         update(Notification)
-        .where(*key)
+        .where(Notification.event_key == item.event_key)
         .values(duplicates=Notification.duplicates + 1)
         .returning(Notification.id, Notification.duplicates),
         execution_options={"synchronize_session": False},

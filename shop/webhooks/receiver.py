@@ -4,17 +4,25 @@ Docs: https://docs.adyen.com/development-resources/webhooks
       https://docs.adyen.com/development-resources/webhooks/secure-webhooks/verify-hmac-signatures
       https://docs.adyen.com/development-resources/webhooks/handle-webhook-events
 
-Adyen needs an answer within 10 seconds and never follows redirects. So this only verifies and
+Adyen's rule: acknowledge every notification you can authenticate. Adyen retries whatever it does
+not see acknowledged, and may hold the endpoint's later webhooks behind it. Basic auth and the
+HMAC alone decide whether a request is Adyen's; once they pass, the answer is [accepted] whatever
+the items say, and each item is judged on its own: stored to be applied, or stored as ignored
+(REPORT_AVAILABLE, a Customer Area test, an event code the shop does not act on, fields the shop
+cannot use) or flagged (for another merchant account, or a `live` flag that is not this shop's
+environment: logged at WARNING, counted in the console's inbox, never applied), each with why.
+Adyen needs an answer within 10 seconds and never follows redirects, so this only verifies and
 stores; the business logic runs afterwards in the background worker (processing.process_due),
 woken as soon as the rows are committed. Answers, in plain text:
-  200 [accepted]  stored (or a duplicate of a stored event, or a test/unhandled event)
-  401             basic auth or an HMAC signature is missing or wrong
-  400             the body is not a Standard webhook, or is for another merchant account or
-                  environment; or the Host header is not one of the shop's names
+  200 [accepted]  every item stored: to be applied, ignored or flagged (or a duplicate of a stored one)
+  401             basic auth or an HMAC signature is missing or wrong (one bad item refuses the body)
+  400             the body is not a notification at all: not JSON, not an object, no non-empty
+                  notificationItems array, an item that is not a NotificationRequestItem object;
+                  or the Host header is not one of the shop's names
   405             not a POST
-  413             the body is too large
+  413             the body is larger than MAX_BODY_BYTES (the only bound on its size and items)
   500             the database could not store it: Adyen delivers it again later
-Nothing is stored unless every item of the body passes; a refusal leaves one line in
+Nothing is stored unless every item's signature matches; a refusal leaves one line in
 webhook_rejections (reason, address, size: never the body or a header) for the developer console.
 Log lines carry references, eventCode and success only: never the body, a signature, a key, a
 password or the Authorization header.
@@ -43,7 +51,8 @@ log = logging.getLogger(__name__)
 
 # Both spellings are answered the same, so that neither is ever answered with a redirect.
 PATHS = frozenset(("/webhooks/adyen", "/webhooks/adyen/"))
-# A Standard webhook is about 1 KB; anything far bigger is not one.
+# A Standard webhook is about 1 KB; anything far bigger is not one. This is the only bound on the
+# number of items and on the length of their fields.
 MAX_BODY_BYTES = 64 * 1024
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="Adyen webhooks"'}
 
@@ -119,60 +128,87 @@ def receive(request, app):
         log.warning("webhook refused: malformed body (%s)", exc)
         raise Refused(400, f"malformed notification: {exc}", "malformed body", len(body)) from None
 
-    # Every item must be signed with our key (or the previous one, while a key is rotated).
+    # Every item must be signed with our key (or the previous one, while a key is rotated); an
+    # "other webhook" is signed as a whole, in the HmacSignature header.
     keys = [config.get("ADYEN_HMAC_KEY"), config.get("ADYEN_HMAC_KEY_PREVIOUS")]
     for item in envelope.items:
-        if not signature.is_valid(item.raw, keys):
+        if envelope.standard:
+            authentic = signature.is_valid(item.raw, keys)
+        else:
+            authentic = signature.is_valid_payload(body, request.headers.get("HmacSignature"), keys)
+        if not authentic:
             log.warning(
-                "webhook refused: invalid HMAC signature for pspReference=%r eventCode=%r merchantReference=%r",
-                item.psp_reference,
-                item.event_code,
-                item.merchant_reference,
+                "webhook refused: invalid HMAC signature for pspReference=%s eventCode=%s merchantReference=%s",
+                _shown(item.psp_reference),
+                _shown(item.event_code),
+                _shown(item.merchant_reference),
             )
             raise Refused(401, "invalid signature", "bad signature", len(body))
-
-    # Signed by Adyen, but is it meant for this shop? A test-environment event must not move a live order.
-    expected_live = "true" if config["ADYEN_ENVIRONMENT"] == "live" else "false"
-    if envelope.live != expected_live:
-        log.warning(
-            "webhook refused: live=%s but this shop runs in %s mode", envelope.live, config["ADYEN_ENVIRONMENT"]
-        )
-        raise Refused(400, "wrong environment", "wrong environment", len(body))
-    for item in envelope.items:
-        if item.merchant_account != config["ADYEN_MERCHANT_ACCOUNT"]:
-            log.warning(
-                "webhook refused: merchantAccountCode=%r is not ours (pspReference=%r)",
-                item.merchant_account,
-                item.psp_reference,
-            )
-            raise Refused(400, "wrong merchant account", "wrong merchant account", len(body))
 
     raw_body = body.decode("utf-8")
     new_work = False
     for item in envelope.items:
+        psp, code, reference = _shown(item.psp_reference), _shown(item.event_code), _shown(item.merchant_reference)
+        # Signed by Adyen, but is it meant for this shop? Acknowledged either way, applied only if so.
+        mismatch = not_for_this_shop(envelope, item, config)
+        if mismatch:
+            log.warning(
+                "webhook NOT applied, %s: pspReference=%s eventCode=%s merchantReference=%s",
+                mismatch,
+                psp,
+                code,
+                reference,
+            )
         try:
-            stored = processing.store(item, raw_body)
+            stored = processing.store(item, raw_body, mismatch)
         except Exception as exc:  # noqa: BLE001 - a 5xx makes Adyen deliver it again later
             log.error(
-                "webhook NOT stored, answering 500 so that Adyen retries: pspReference=%r eventCode=%r (%s)",
-                item.psp_reference,
-                item.event_code,
+                "webhook NOT stored, answering 500 so that Adyen retries: pspReference=%s eventCode=%s (%s)",
+                psp,
+                code,
                 jobs.describe_error(exc),
             )
             raise Refused(500, "could not store the notification") from None
         new_work = new_work or not (stored.duplicate or stored.ignored)
+        outcome = "duplicate" if stored.duplicate else "flagged" if mismatch else "ignored" if stored.ignored else ""
         log.info(
-            "webhook accepted: pspReference=%r eventCode=%r success=%s merchantReference=%r%s",
-            item.psp_reference,
-            item.event_code,
-            "true" if item.success else "false",
-            item.merchant_reference,
-            " (duplicate)" if stored.duplicate else " (ignored)" if stored.ignored else "",
+            "webhook accepted: pspReference=%s eventCode=%s success=%s merchantReference=%s%s",
+            psp,
+            code,
+            item.success_text,
+            reference,
+            f" ({outcome})" if outcome else "",
         )
 
     if new_work:
         worker.wake(app)
     return "[accepted]"
+
+
+def not_for_this_shop(envelope, item, config):
+    """Why an authenticated item is not this shop's to apply (its words for the log and the
+    inbox), or None. A test-environment event must not move a live order, nor the reverse, and a
+    company-level webhook sends every merchant account's events."""
+    mode = config["ADYEN_ENVIRONMENT"]
+    live = mode == "live"
+    wrong = []
+    if not envelope.standard:  # an other webhook says "environment" and names no merchant account
+        if envelope.environment != ("live" if live else "test"):
+            wrong.append(f"environment is {_shown(envelope.environment)} but this shop runs in {mode} mode")
+    else:
+        if envelope.live != ("true" if live else "false"):
+            shown = "missing" if envelope.live is None else _shown(envelope.live)
+            wrong.append(f"live is {shown} but this shop runs in {mode} mode (expects {'true' if live else 'false'!r})")
+        ours = config["ADYEN_MERCHANT_ACCOUNT"]
+        if item.raw.get("merchantAccountCode") != ours:
+            wrong.append(f"merchantAccountCode {_shown(item.merchant_account)} is not this shop's {ours!r}")
+    return f"not for this shop: {' and '.join(wrong)}" if wrong else None
+
+
+def _shown(value, limit=80):
+    """A value quoted and cut short (any field may be as long as the body), for a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _credentials_match(auth, config):
