@@ -199,8 +199,8 @@ def _call_payments(order, attempt, body):
     """(response, None), or (None, the last error) when no try got a usable answer.
 
     Tries again, with the same Idempotency-Key, after no answer, a 5xx or a 704 ("already processed
-    or in progress": the first try is still running at Adyen). A 4xx other than 704 is final and
-    raises PaymentNotStarted. Every try ends by the deadline.
+    or in progress": the first try is still running at Adyen; HTTP 422 or 409). Any other 4xx is
+    final and raises PaymentNotStarted. Every try ends by the deadline.
     """
     config = current_app.config
     retries = config.get("PAYMENTS_RETRIES", PAYMENTS_RETRIES)
@@ -220,7 +220,7 @@ def _call_payments(order, attempt, body):
             )
             return response, None
         except AdyenApiError as error:
-            if error.is_final and error.error_code != "704":
+            if error.is_final:
                 _rejected(order, attempt, error)
             last_error = error
         except AdyenUnavailable as error:
@@ -300,7 +300,7 @@ def complete_return(order, redirect_result, is_payload=False):
             context={"order_id": order.id},
         )
     except AdyenApiError as error:
-        if error.error_code == "704":  # already processed or in progress: not a failure
+        if error.in_progress:  # 704 (422 or 409), already processed or in progress: not a failure
             _back_from_knet(attempt)
             state.add_event(order.id, "return", "/payments/details: 704 already processed; the webhook decides")
             db.session.commit()
