@@ -97,7 +97,7 @@ def in_progress(transient):
 
 
 def from_violation(violation):
-    # Adyen's 400 examples carry no pspReference in the body; its 422 examples do.
+    """A schema.Violation as Adyen's answer (its 400s carry no pspReference in the body)."""
     return ServiceError(
         violation.status, violation.error_code, violation.message, with_psp_reference=violation.status != 400
     )
