@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -20,7 +20,8 @@ from shop.config import ConfigError, load_settings
 from shop.db import db
 from tests.conftest import build_app
 from tests.databases import backend
-from tests.shopper import Shopper, text_of
+from tests.shopper import Shopper, order_token, text_of
+from tests.simulator_helpers import LONGEST_REDIRECT_RESULT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -217,9 +218,9 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
         shopper.add_to_cart()
         knet_page = shopper.place_order()
         assert "Card Number" in text_of(knet_page.text)
-        token = next(urlsplit(r.url).path.split("/")[2] for r in knet_page.history if r.url.endswith("/pay"))
-        longest = "X6XtfGC3!" + ("+/=" * 6700)[: 20_000 - 9]
-        back = shopper.get(f"/checkout/return/{token}?redirectResult={quote(longest, safe='')}", allow_redirects=False)
+        token = order_token(knet_page)
+        longest = quote(LONGEST_REDIRECT_RESULT, safe="")
+        back = shopper.get(f"/checkout/return/{token}?redirectResult={longest}", allow_redirects=False)
         # The shop's answer (to its result page), not gunicorn's "414 URI Too Long".
         assert back.status_code == 303, back.text[:200]
         assert back.headers["Location"].endswith(f"/orders/{token}")

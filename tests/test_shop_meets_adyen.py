@@ -14,12 +14,9 @@ from sqlalchemy import select
 from shop.db import db
 from shop.models import ApiCall, Email, OrderStatus
 from tests.fault_helpers import api_calls, in_context, inject, shopper_with_cart, sim_payments, start, the_order
-from tests.shopper import text_of
-from tests.simulator_helpers import details, pay, redirect_result_from
+from tests.shopper import order_token, text_of
+from tests.simulator_helpers import LONGEST_REDIRECT_RESULT, details, pay, redirect_result_from
 from tests.webhook_helpers import wait_for
-
-# The longest redirectResult the spec allows, made of the characters that encoding bugs break.
-LONGEST = "X6XtfGC3!" + ("+/=" * 6700)[: 20_000 - 9]
 
 
 def paid(server):
@@ -132,13 +129,18 @@ def test_the_shop_takes_a_20000_character_redirect_result_back(live_server_facto
     server = start(live_server_factory)
     shopper = shopper_with_cart(server)
     knet_page = shopper.place_order()
-    token = next(urlsplit(r.url).path.split("/")[2] for r in knet_page.history if r.url.endswith("/pay"))
+    token = order_token(knet_page)
     return_path = f"/checkout/return/{token}"
     if method == "GET":
-        back = shopper.get(f"{return_path}?redirectResult={quote(LONGEST, safe='')}", allow_redirects=False)
+        back = shopper.get(
+            f"{return_path}?redirectResult={quote(LONGEST_REDIRECT_RESULT, safe='')}", allow_redirects=False
+        )
     else:
         back = requests.post(
-            server.url + return_path, data={"redirectResult": LONGEST}, allow_redirects=False, timeout=20
+            server.url + return_path,
+            data={"redirectResult": LONGEST_REDIRECT_RESULT},
+            allow_redirects=False,
+            timeout=20,
         )
     # The shop read it, sent it on exactly as it came (decoded once) and shows the order as it is.
     assert back.status_code == 303 and back.headers["Location"].endswith(f"/orders/{token}")
@@ -150,11 +152,11 @@ def test_the_shop_takes_a_20000_character_redirect_result_back(live_server_facto
             .all()
         ),
     )
-    assert sent == [{"details": {"redirectResult": LONGEST}}]
+    assert sent == [{"details": {"redirectResult": LONGEST_REDIRECT_RESULT}}]
     order, _ = the_order(server)
     assert order.status == OrderStatus.PENDING  # Adyen did not know that value (422): the webhook decides
 
-    too_long = shopper.get(f"{return_path}?redirectResult={quote(LONGEST + 'A', safe='')}")
+    too_long = shopper.get(f"{return_path}?redirectResult={quote(LONGEST_REDIRECT_RESULT + 'A', safe='')}")
     assert too_long.status_code == 400 and "couldn't read the payment result" in text_of(too_long.text)
     assert len(api_calls(server, "/payments/details")) == 1
 
@@ -163,13 +165,16 @@ def test_the_console_shows_a_long_redirect_result_shortened(live_server_factory)
     server = start(live_server_factory)
     shopper = shopper_with_cart(server)
     knet_page = shopper.place_order()
-    token = next(urlsplit(r.url).path.split("/")[2] for r in knet_page.history if r.url.endswith("/pay"))
-    shopper.get(f"/checkout/return/{token}?redirectResult={quote(LONGEST, safe='')}")
+    token = order_token(knet_page)
+    shopper.get(f"/checkout/return/{token}?redirectResult={quote(LONGEST_REDIRECT_RESULT, safe='')}")
     order, _ = the_order(server)
     page = requests.get(f"{server.url}/console/orders/{order.id}", timeout=20)
     assert page.status_code == 200
-    assert LONGEST[:12] in unquote(page.text) and "(20000 characters)" in text_of(page.text)
-    assert LONGEST[:200] not in page.text and LONGEST[:200].replace("+", "&#43;") not in page.text
+    assert LONGEST_REDIRECT_RESULT[:12] in unquote(page.text) and "(20000 characters)" in text_of(page.text)
+    assert (
+        LONGEST_REDIRECT_RESULT[:200] not in page.text
+        and LONGEST_REDIRECT_RESULT[:200].replace("+", "&#43;") not in page.text
+    )
 
 
 # reason "null" ---------------------------------------------------------------------------------------------------
