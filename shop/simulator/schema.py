@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 SCHEMAS_PATH = Path(__file__).with_name("checkout_v71_schemas.json")
 
-# The deepest valid request is 5 levels (a PaymentRequest's lineItems); deeper JSON cannot be valid.
+# The deepest valid request is 5 levels deep (a PaymentRequest); deeper JSON cannot be valid.
 # (973 levels used to exhaust Python's recursion: a 500.)
 MAX_NESTING = 64
 INT32 = (-(2**31), 2**31 - 1)
@@ -74,12 +74,6 @@ def document():
 
 def request_schema(endpoint):
     return document()["operations"][endpoint]["request"]
-
-
-def response_schema(endpoint, status):
-    """The component schema the spec names for this endpoint's answer with this status (ServiceError
-    for the error statuses the spec does not list)."""
-    return document()["operations"][endpoint]["responses"].get(str(status), "ServiceError")
 
 
 def _int_format(bounds):
