@@ -169,6 +169,22 @@ def test_input_adyen_cannot_read_is_400_702_not_500(server, raw):
     assert body["message"].startswith("Unexpected input")
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"amount": {"currency": "KWD", "value": 2**63}},
+        {"reference": "a\ud800"},
+        {"metadata": {"x": [[[[["deep"]]]]]}},
+    ],
+    ids=["amount above int64", "lone surrogate", "nested where the spec has a string"],
+)
+def test_the_library_gets_400_702_for_them_too(server, fields):
+    # (The library cannot send a 4,301-digit integer at all: Python refuses to write one.)
+    with pytest.raises(Adyen.AdyenAPIValidationError) as raised:
+        library(server).payments(payment_request(server, **fields))
+    assert (raised.value.status_code, raised.value.error_code) == (400, "702")
+
+
 WRONG_FIELDS = {
     "enum": ({"channel": "Nope"}, "Unexpected input: channel"),
     "string": ({"shopperLocale": 123}, "Unexpected input: shopperLocale"),
