@@ -263,6 +263,9 @@ def load_settings(environ=None):
         "SIMULATOR_DELIVERY_LEASE": number("SIMULATOR_DELIVERY_LEASE", "60"),
         # Simulator: the merchant name shown on the simulated KNET page.
         "SIMULATOR_MERCHANT_NAME": get("SIMULATOR_MERCHANT_NAME", "KNET Demo Shop"),
+        # Simulator: the HTTP status of its 704 "request already processed or in progress". Adyen's
+        # docs say 422 or 409, so a shop must take both as "in progress".
+        "SIMULATOR_704_STATUS": int(choice("SIMULATOR_704_STATUS", ("422", "409"))),
         "MAIL_SERVER": get("MAIL_SERVER"),
         "MAIL_PORT": _port("MAIL_PORT", get("MAIL_PORT", "25")),
         "MAIL_USERNAME": get("MAIL_USERNAME"),

@@ -4,7 +4,7 @@ submits them as a browser would. Used by the end-to-end tests of the payment flo
 import html as html_lib
 import re
 import time
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -89,3 +89,8 @@ class Shopper:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} never showed {text!r}; last text: {text_of(page.text)[:500]}")
             time.sleep(0.1)
+
+
+def order_token(page):
+    """The order's token, from the way to the page it was sent to pay on (/orders/<token>/pay)."""
+    return next(urlsplit(r.url).path.split("/")[2] for r in page.history if r.url.endswith("/pay"))

@@ -24,6 +24,9 @@ GOOD_CARD = {
     "pin": "1234",
 }
 
+# The longest redirectResult Adyen's spec allows (20,000), made of the characters encoding bugs break.
+LONGEST_REDIRECT_RESULT = "X6XtfGC3!" + ("+/=" * 6700)[: 20_000 - 9]
+
 _references = itertools.count(1)
 
 

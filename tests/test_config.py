@@ -92,6 +92,7 @@ def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
     [
         ("SIMULATOR_WEBHOOK_DELAY", "soon"),
         ("SIMULATOR_RETURN_METHOD", "PUT"),
+        ("SIMULATOR_704_STATUS", "500"),  # Adyen's docs name 422 and 409 only
         ("MAIL_PORT", "smtp"),
         ("DATABASE_POOL_SIZE", "many"),
         ("DATABASE_POOL_SIZE", "0"),

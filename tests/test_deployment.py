@@ -1,11 +1,14 @@
 """What a production deployment relies on: the reverse-proxy setting, the connection pool's idle
 ping, the background loop staying out of `flask` commands, and the WSGI entry point."""
 
+import re
+import shlex
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -17,6 +20,8 @@ from shop.config import ConfigError, load_settings
 from shop.db import db
 from tests.conftest import build_app
 from tests.databases import backend
+from tests.shopper import Shopper, order_token, text_of
+from tests.simulator_helpers import LONGEST_REDIRECT_RESULT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,8 +155,26 @@ def test_every_thread_of_a_gunicorn_worker_keeps_its_pooled_connection(tmp_path)
         assert db.engine.pool.checkedin() == 8
 
 
+def documented_gunicorn_arguments():
+    """The gunicorn command of the README's production section, as its arguments."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"^BACKGROUND_WORKER=0 \.venv/bin/gunicorn (.+?wsgi:app)$", readme, re.MULTILINE | re.DOTALL)
+    assert command, "the README's production section has no gunicorn command"
+    return shlex.split(command.group(1).replace("\\\n", " "))
+
+
+def test_the_documented_proxy_lets_a_long_return_through():
+    """nginx in front must take the same request line as gunicorn behind it (a 20,000-character
+    redirectResult is up to 60,000 bytes percent-encoded): one buffer of at least that."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    count, size = re.search(r"large_client_header_buffers (\d+) (\d+)k;", readme).groups()
+    assert int(count) >= 2 and int(size) * 1024 >= 3 * 20_000 + 200
+
+
 def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
-    """The documented command, `gunicorn … wsgi:app`, after `flask db upgrade`."""
+    """The documented command, `gunicorn … wsgi:app` after `flask db upgrade`, on a loopback port
+    (two workers instead of four): a shopper's return with the longest redirectResult Adyen's spec
+    allows reaches the shop, which gunicorn's default request-line limit would refuse."""
     database = f"sqlite:///{tmp_path}/gunicorn.sqlite3"
     env = {"ADYEN_ENVIRONMENT": "simulator", "DATABASE_URL": database, "PATH": "/usr/bin:/bin"}
     subprocess.run(
@@ -165,41 +188,43 @@ def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
     from tests.test_concurrency_pg import free_port
 
     port = free_port()
-    env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    arguments = documented_gunicorn_arguments()
+    assert "--limit-request-line" in arguments
+    arguments[arguments.index("--bind") + 1] = f"127.0.0.1:{port}"
+    arguments[arguments.index("--workers") + 1] = "2"
+    env.update(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", BACKGROUND_WORKER="0")
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "2",
-            "-k",
-            "gthread",
-            "--threads",
-            "4",
-            "--timeout",
-            "30",
-            "--reuse-port",
-            "-b",
-            f"127.0.0.1:{port}",
-            "wsgi:app",
-        ],
+        [sys.executable, "-m", "gunicorn", *arguments],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        # Ready when both workers answer: with --reuse-port each has its own socket, and a new
+        # connection may land on one still building its app, so several fresh ones in a row must pass.
+        deadline, answered = time.monotonic() + 90, 0
+        while answered < 8:
+            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
             try:
                 response = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except requests.RequestException:  # refused while it binds, or a read timeout while it boots
-                assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                answered += 1
+            except requests.RequestException:
+                answered = 0
                 time.sleep(0.1)
         assert response.status_code == 200
         assert "KNET" in response.text
+
+        shopper = Shopper(f"http://127.0.0.1:{port}")
+        shopper.add_to_cart()
+        knet_page = shopper.place_order()
+        assert "Card Number" in text_of(knet_page.text)
+        token = order_token(knet_page)
+        longest = quote(LONGEST_REDIRECT_RESULT, safe="")
+        back = shopper.get(f"/checkout/return/{token}?redirectResult={longest}", allow_redirects=False)
+        # The shop's answer (to its result page), not gunicorn's "414 URI Too Long".
+        assert back.status_code == 303, back.text[:200]
+        assert back.headers["Location"].endswith(f"/orders/{token}")
     finally:
         server.terminate()
         server.wait(15)

@@ -84,10 +84,18 @@ def test_api_key_header_name_is_case_insensitive(server, header_name):
     assert response.status_code == 200, response.text
 
 
+def methods_request(live, **overrides):
+    """A valid /paymentMethods body (a PaymentMethodsRequest); `None` overrides remove a field."""
+    body = {"merchantAccount": live.app.config["ADYEN_MERCHANT_ACCOUNT"], "countryCode": "KW", "channel": "Web"}
+    body.update(overrides)
+    return {key: value for key, value in body.items() if value is not None}
+
+
 @pytest.mark.parametrize("endpoint", ["/paymentMethods", "/payments"])
 @pytest.mark.parametrize("account", ["SomeoneElseECOM", None])
 def test_other_merchant_account_is_403(server, endpoint, account):
-    response = api_post(server, endpoint, payment_request(server, merchantAccount=account))
+    make = methods_request if endpoint == "/paymentMethods" else payment_request
+    response = api_post(server, endpoint, make(server, merchantAccount=account))
     body = assert_service_error(response, 403, "901", "security")
     assert body["message"] == "Invalid Merchant Account"
 
@@ -103,7 +111,7 @@ def test_other_merchant_account_is_403(server, endpoint, account):
         ({"reference": ""}, "130", "Reference Missing"),
         ({"reference": "R" * 81}, "130", None),
         ({"amount": None}, "100", "Required object 'amount' is not provided"),
-        ({"amount": {"currency": "KWD", "value": "12.500"}}, "137", "Invalid amount specified"),
+        ({"amount": {"currency": "KWD", "value": -1}}, "137", "Invalid amount specified"),
         ({"amount": {"currency": "kwd", "value": 12500}}, "137", "Invalid amount specified"),
         ({"paymentMethod": None}, "14_006", "Required object 'paymentMethod' is not provided."),
         ({"paymentMethod": {}}, "14_006", "Required object 'paymentMethod' is not provided."),
@@ -126,11 +134,24 @@ def test_reference_of_80_characters_is_accepted(server):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"details": {}}, {"details": "X6XtfGC3!abc"}, {"details": {"redirectResult": "X6XtfGC3!bm90IG91cnM="}}],
+    [{}, {"details": {}}, {"details": {"redirectResult": "X6XtfGC3!bm90IG91cnM="}}],
 )
 def test_payments_details_without_a_known_redirect_result_is_422(server, body):
     response = api_post(server, "/payments/details", body)
     assert_service_error(response, 422, "14_018")
+
+
+@pytest.mark.parametrize(
+    "endpoint, body, field",
+    [
+        ("/payments", {"amount": {"currency": "KWD", "value": "12.500"}}, "amount.value"),
+        ("/payments/details", {"details": "X6XtfGC3!abc"}, "details"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_400_702(server, endpoint, body, field):
+    request_body = payment_request(server, **body) if endpoint == "/payments" else body
+    error = assert_service_error(api_post(server, endpoint, request_body), 400, "702", with_psp_reference=False)
+    assert error["message"].startswith(f"Unexpected input: {field}")
 
 
 @pytest.mark.parametrize("raw", ['{"merchantAccount": "x",', "not json", "[1, 2]", ""])
@@ -334,15 +355,23 @@ def test_payment_is_stored_with_its_request_fields(server):
         assert payment.created_at is not None
 
 
-def test_payments_details_is_idempotent_without_a_key(server):
+def test_payments_details_answers_a_redirect_result_once_unless_its_key_replays_it(server):
     answer, psp_reference, body = start_payment(server)
     returned = submit_page(server, answer["action"], **GOOD_CARD)
     redirect_result = redirect_result_from(returned.headers["Location"])
-    first, second = details(server, redirect_result), details(server, redirect_result)
-    assert first.status_code == second.status_code == 200
-    assert first.json() == second.json()
+    keyed = api_headers(server, **{"Idempotency-Key": str(uuid.uuid4())})
+    first = details(server, redirect_result, headers=keyed)
+    assert first.status_code == 200
     assert first.json()["pspReference"] == first.headers["pspReference"] == psp_reference
     assert first.json()["merchantReference"] == body["reference"]
+    # The same key: Adyen's first answer again, as often as asked.
+    assert details(server, redirect_result, headers=keyed).json() == first.json()
+    # Without it (or with another key) the redirectResult is used up: 704, and not worth retrying.
+    for headers in (None, api_headers(server, **{"Idempotency-Key": str(uuid.uuid4())})):
+        repeat = details(server, redirect_result, headers=headers)
+        error = assert_service_error(repeat, 422, "704")
+        assert error["message"] == "request already processed or in progress"
+        assert "transient-error" not in repeat.headers
 
 
 def test_legacy_payload_key_resolves_like_redirect_result(server):
@@ -384,7 +413,8 @@ def test_official_adyen_library_end_to_end(server, http_client):
     result = checkout.payments_details({"details": {"redirectResult": redirect_result}})
     assert result.message["resultCode"] == "Authorised"
     assert result.psp == started.psp
-    assert result.message["paymentMethod"] == {"brand": "knet", "type": "knet"}
+    assert result.message["paymentMethod"] == {"type": "knet"}  # `brand` is for cards only
+    assert result.message["additionalData"]["paymentMethod"] == "knet"
 
     with pytest.raises(Adyen.AdyenAPIUnprocessableEntity) as raised:
         checkout.payments(payment_request(server, returnUrl=None))

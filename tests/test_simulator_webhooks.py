@@ -5,6 +5,8 @@ import logging
 import re
 import socket
 import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -92,8 +94,13 @@ def test_authorisation_arrives_signed_with_basic_auth(live_server_factory, recei
     assert item["merchantAccountCode"] == config["ADYEN_MERCHANT_ACCOUNT"]
     assert item["amount"] == {"currency": "KWD", "value": 12500}
     assert item["paymentMethod"] == "knet"
-    assert item["reason"] == ""
+    assert item["operations"] == ["CANCEL", "CAPTURE", "REFUND"]
+    assert item["reason"] == "null"  # as in Adyen's AUTHORISATION examples
     assert EVENT_DATE.match(item["eventDate"])
+    # Amsterdam time, whatever the zone of the shop or the shopper: +01:00 in winter, +02:00 in summer.
+    happened = datetime.fromisoformat(item["eventDate"])
+    assert happened.utcoffset() == happened.astimezone(ZoneInfo("Europe/Amsterdam")).utcoffset()
+    assert abs(happened - datetime.now(UTC)) < timedelta(minutes=5)
 
     row = wait_for(lambda: delivered(live, psp_reference))[0]
     assert (row["attempts"], row["last_status_code"], row["last_response_body"]) == (1, 200, "[accepted]")

@@ -27,18 +27,28 @@ class AdyenApiError(AdyenError):
     https://docs.adyen.com/development-resources/error-codes
     """
 
-    def __init__(self, status, error_code=None, message=None, error_type=None, psp_reference=None):
+    def __init__(self, status, error_code=None, message=None, error_type=None, psp_reference=None, transient=False):
         self.status = status
         self.error_code = error_code
         self.message = message
         self.error_type = error_type
         self.psp_reference = psp_reference
+        # Adyen's `transient-error: true` header: the same request may be retried later with the same key.
+        self.transient = transient
         super().__init__(f"Adyen answered HTTP {status}, errorCode {error_code}: {message}")
 
     @property
+    def in_progress(self):
+        """704 "request already processed or in progress", which Adyen sends as HTTP 422 or 409
+        (https://docs.adyen.com/development-resources/api-idempotency#transient-errors): the request
+        was not refused; its first try has been or is being processed."""
+        return self.error_code == "704" or self.status == 409
+
+    @property
     def is_final(self):
-        """A 4xx is final for this request; a 5xx may be retried with the same Idempotency-Key."""
-        return 400 <= self.status < 500
+        """A 4xx is final for this request, unless it is "in progress" or marked transient; a 5xx
+        may be retried with the same Idempotency-Key."""
+        return 400 <= self.status < 500 and not (self.in_progress or self.transient)
 
 
 class AdyenClient:
@@ -123,6 +133,7 @@ class AdyenClient:
                 message=info.get("message") or "response was not Adyen JSON",
                 error_type=info.get("errorType"),
                 psp_reference=info.get("pspReference") or response.headers.get("pspReference"),
+                transient=response.headers.get("transient-error", "").strip().lower() == "true",
             )
             record["error"] = str(error)
             raise self._finish(record, started, error)

@@ -224,8 +224,8 @@ def _call_payments(order_id, attempt_id, idempotency_key, body):
     """(response, None), or (None, the last error) when no try got a usable answer.
 
     Tries again, with the same Idempotency-Key, after no answer, a 5xx or a 704 ("already processed
-    or in progress": the first try is still running at Adyen). A 4xx other than 704 is final and
-    raises PaymentNotStarted. Every try ends by the deadline.
+    or in progress": the first try is still running at Adyen; HTTP 422 or 409). Any other 4xx is
+    final and raises PaymentNotStarted. Every try ends by the deadline.
     """
     config = current_app.config
     retries = config.get("PAYMENTS_RETRIES", PAYMENTS_RETRIES)
@@ -245,7 +245,7 @@ def _call_payments(order_id, attempt_id, idempotency_key, body):
             )
             return response, None
         except AdyenApiError as error:
-            if error.is_final and error.error_code != "704":
+            if error.is_final:
                 log.warning("order %s: /payments refused with %s %s", body["reference"], error.status, error.error_code)
                 state.payment_refused(order_id, attempt_id, error.status, error.error_code)
                 raise PaymentNotStarted(error.message or "", status=error.status) from None
@@ -312,7 +312,7 @@ def complete_return(order, redirect_result, is_payload=False):
             context={"order_id": order_id},
         )
     except AdyenApiError as error:
-        if error.error_code == "704":  # already processed or in progress: not a failure
+        if error.in_progress:  # 704 (422 or 409), already processed or in progress: not a failure
             _details_unanswered(order_id, attempt_id, "704 request already processed or in progress")
             return None
         if not error.is_final:

@@ -2,6 +2,8 @@
 
 Registered at /_sim only when ADYEN_ENVIRONMENT=simulator:
   api.py            POST /_sim/checkout/v71/{paymentMethods, payments, payments/details} (v70, v72 too)
+  schema.py         each request read and checked as Adyen does, against the v71 spec's schemas
+                    (checkout_v71_schemas.json, from scripts/extract_checkout_schemas.py)
   knet_page.py      GET/POST /_sim/knet/kpg/PaymentHTTP.htm, the KNET hosted payment page
   sender.py         deliver_due(): the webhooks, signed and retried (called by shop/worker.py)
   faults.py         injected faults (timeouts, errors, webhook delays…); fault_views.py: /_sim/faults

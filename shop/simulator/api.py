@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import socket
 import time
 
@@ -22,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from shop import security
 from shop.db import db
-from shop.simulator import bp, faults, payments
+from shop.simulator import bp, faults, payments, schema
 from shop.simulator.models import SimIdempotentResponse
 from shop.simulator.references import new_psp_reference, page_signature
 
@@ -31,9 +32,19 @@ log = logging.getLogger(__name__)
 # Adyen answers JSON with this exact Content-Type (seen in Adyen/adyen-dotnet-api-library#588).
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 API_PATH = "/checkout/<any(v70, v71, v72):version>"
+ENDPOINT_PATH = re.compile(r"^v7[0-2]/(paymentMethods|payments|payments/details)$")
 
 MAX_REFERENCE_LENGTH = 80  # PaymentRequest.reference: "Maximum length: 80 characters"
 MAX_RETURN_URL_LENGTH = 8000  # PaymentRequest.returnUrl maxLength in v70/v71
+# "A unique identifier for the message with a maximum of 64 characters" (the spec's Idempotency-Key).
+MAX_IDEMPOTENCY_KEY_LENGTH = 64
+# Bodies up to 1 MiB, whatever the shop's own limit for its forms (64 KiB): the spec lets a
+# /payments/details request carry over 500,000 characters in its bounded fields alone (paymentData
+# up to 200,000, the details up to 320,000).
+MAX_BODY_BYTES = 1024 * 1024
+# An absolute URL: a scheme (http, https or an app's own) and something after "//".
+_ABSOLUTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+IN_PROGRESS = "request already processed or in progress"
 
 KNET_COUNTRY = "KW"
 KNET_CURRENCY = "KWD"
@@ -43,13 +54,14 @@ CARD_BRANDS = ["visa", "mc", "amex", "maestro"]
 class ServiceError(Exception):
     """An Adyen error answer: HTTP status and the ServiceError body {status, errorCode, message, errorType}."""
 
-    def __init__(self, status, error_code, message, error_type="validation", with_psp_reference=True):
+    def __init__(self, status, error_code, message, error_type="validation", with_psp_reference=True, headers=None):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
         self.error_type = error_type
         self.with_psp_reference = with_psp_reference
+        self.headers = headers or {}
 
     def body(self, psp_reference):
         body = {
@@ -72,14 +84,47 @@ def invalid_merchant_account():
     return ServiceError(403, "901", "Invalid Merchant Account", "security")
 
 
+def in_progress(transient):
+    """704, as HTTP 422 or 409 (SIMULATOR_704_STATUS: Adyen's docs name both). `transient`: the
+    first request with this Idempotency-Key is still running, so a retry with it later will get its
+    answer (Adyen's `transient-error: true` header); without it, the repeat is final."""
+    return ServiceError(
+        current_app.config["SIMULATOR_704_STATUS"],
+        "704",
+        IN_PROGRESS,
+        headers={"transient-error": "true"} if transient else None,
+    )
+
+
+def from_violation(violation):
+    """A schema.Violation as Adyen's answer (its 400s carry no pspReference in the body)."""
+    return ServiceError(
+        violation.status, violation.error_code, violation.message, with_psp_reference=violation.status != 400
+    )
+
+
+def _is_api_request():
+    return request.path.startswith(bp.url_prefix + "/checkout")
+
+
+@bp.before_request
+def _api_body_limit():
+    if _is_api_request():
+        request.max_content_length = MAX_BODY_BYTES
+
+
 @bp.errorhandler(Exception)
 def _internal_error(error):
-    """An unexpected failure answers like Adyen's 500 on the API, and plainly on the KNET page."""
-    if isinstance(error, HTTPException):  # 400, 404, 413…: the shop's own short page (plain text on the API)
-        return security.error_page(error)
+    """On the API every error is Adyen's ServiceError JSON; on the KNET page, a short plain page."""
+    if isinstance(error, HTTPException):
+        if not _is_api_request():
+            return security.error_page(error)  # 400, 404, 413…: the shop's own short page
+        # A body over MAX_BODY_BYTES (413), or a request werkzeug could not read (400).
+        error = ServiceError(error.code, "000", f"HTTP Status Response - {error.name}", with_psp_reference=False)
+        return _error_response(error, None)
     db.session.rollback()
     log.exception("simulator failed on %s", request.path)
-    if "/checkout/" in request.path:
+    if _is_api_request():
         error = ServiceError(500, "903", "Internal error", "internal")
         return _error_response(error, request.headers.get("Idempotency-Key"))
     return "The simulated payment service had an internal error.", 500
@@ -104,6 +149,20 @@ def payments_endpoint(version):
 def payments_details(version):
     """POST /payments/details: https://docs.adyen.com/api-explorer/Checkout/71/post/payments/details"""
     return _serve("/payments/details", _payments_details)
+
+
+@bp.route("/checkout", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/checkout/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def unknown_api_path(rest=""):
+    """Anything else under /_sim/checkout: Adyen's ServiceError JSON, never a plain-text 404 or 405.
+    ("Not Found" is one of the documented messages of the generic code 000; the 405 follows the 401's
+    "HTTP Status Response - …" wording. Adyen's exact answers here are unconfirmed.)"""
+    if ENDPOINT_PATH.match(rest):
+        error = ServiceError(405, "000", "HTTP Status Response - Method Not Allowed", with_psp_reference=False)
+        response = _error_response(error, None)
+        response.headers["Allow"] = "POST"
+        return response
+    return _error_response(ServiceError(404, "000", "Not Found", with_psp_reference=False), None)
 
 
 # The request pipeline: authenticate, parse, replay or reserve the Idempotency-Key, answer ---------
@@ -156,10 +215,19 @@ def _answer(endpoint, handler):
     if not _has_valid_api_key():
         log.info("simulator %s: 401, missing or wrong API key", endpoint)
         return _error_response(unauthorized(), idempotency_key)
+    if idempotency_key and len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        # Adyen documents the limit, not its answer to a longer key: 400 702, as for other input it
+        # cannot read (unconfirmed). The key is not echoed: it was not taken.
+        message = f"Unexpected input: Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        return _error_response(ServiceError(400, "702", message, with_psp_reference=False), None)
     try:
-        body = _json_body()
-    except ServiceError as error:
-        return _error_response(error, idempotency_key)
+        body = schema.parse(request.get_data(cache=True))
+    except schema.Unreadable as error:
+        return _error_response(from_violation(error.violation), idempotency_key)
+    violations = schema.violations(endpoint, body)
+    if violations and violations[0].status == 400:
+        # Refused before any work, so not stored for the Idempotency-Key: the fixed request may reuse it.
+        return _error_response(from_violation(violations[0]), idempotency_key)
 
     reservation = None
     if idempotency_key:
@@ -168,17 +236,16 @@ def _answer(endpoint, handler):
         except ServiceError as error:
             return _error_response(error, idempotency_key)
         if stored is not None:
-            if endpoint == "/payments/details" and faults.take_repeat_704(endpoint):
-                log.info("simulator %s: injected fault: 704 for a repeated request", endpoint)
-                return _error_response(
-                    ServiceError(422, "704", "request already processed or in progress"), idempotency_key
-                )
+            if faults.take_repeat_704(endpoint):
+                log.info("simulator %s: injected fault: 704 for a repeat while the first is in progress", endpoint)
+                return _error_response(in_progress(transient=True), idempotency_key)
             log.info("simulator %s: replaying the stored answer for a repeated Idempotency-Key", endpoint)
             return _json_response(stored.status_code, stored.response_json, stored.psp_reference, idempotency_key)
 
-    # Handlers validate everything before they add anything to the session.
+    # Handlers validate everything before they add anything to the session; the 422s the schema
+    # found are theirs to raise (after the merchant account check, which answers first).
     try:
-        status, answer, psp_reference = handler(body)
+        status, answer, psp_reference = handler(body, violations)
     except ServiceError as error:
         psp_reference = new_psp_reference()
         status, answer = error.status, error.body(psp_reference)
@@ -196,21 +263,6 @@ def _has_valid_api_key():
     provided = request.headers.get("X-API-Key", "")
     expected = current_app.config["ADYEN_API_KEY"] or ""
     return bool(provided) and hmac.compare_digest(provided.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _json_body():
-    raw = request.get_data(cache=True)
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ServiceError(400, "702", "Unexpected input: the body is not UTF-8", with_psp_reference=False) from None
-    except json.JSONDecodeError as error:
-        found = error.doc[error.pos : error.pos + 1] or "end of input"
-        message = f"Unexpected input: {found!r} at line {error.lineno} column {error.colno}"
-        raise ServiceError(400, "702", message, with_psp_reference=False) from None
-    if not isinstance(body, dict):
-        raise ServiceError(400, "702", "Unexpected input: expected a JSON object", with_psp_reference=False)
-    return body
 
 
 def _reserve(endpoint, idempotency_key):
@@ -235,23 +287,32 @@ def _reserve(endpoint, idempotency_key):
     ).scalar_one_or_none()
     if stored is not None and stored.status_code is not None:
         return stored, None
-    # Adyen's answer for a key whose first request has not finished (seen in odoo/odoo#287020).
-    raise ServiceError(422, "704", "request already processed or in progress")
+    # Adyen's answer for a key whose first request has not finished: 704 with transient-error: true
+    # (https://docs.adyen.com/development-resources/api-idempotency#transient-errors; odoo/odoo#238688).
+    raise in_progress(transient=True)
 
 
-def _json_response(status, body, psp_reference, idempotency_key):
+def _json_response(status, body, psp_reference, idempotency_key, headers=None):
     response = current_app.response_class(json.dumps(body), status=status)
     response.headers["Content-Type"] = JSON_CONTENT_TYPE
     # Adyen sends the pspReference as a header on every answer, even where the body has none.
     response.headers["pspReference"] = psp_reference
     if idempotency_key:
         response.headers["Idempotency-Key"] = idempotency_key
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
     return response
 
 
 def _error_response(error, idempotency_key):
     psp_reference = new_psp_reference()
-    return _json_response(error.status, error.body(psp_reference), psp_reference, idempotency_key)
+    return _json_response(error.status, error.body(psp_reference), psp_reference, idempotency_key, error.headers)
+
+
+def _refuse(violations):
+    """Raise the first thing the request schema found wrong (a 422; the 400s were answered already)."""
+    if violations:
+        raise from_violation(violations[0])
 
 
 # Validation shared by the handlers ---------------------------------------------------------------
@@ -265,17 +326,15 @@ def _check_merchant_account(body):
 
 
 def _amount(body, required):
-    """The validated Amount {currency, value}, or None when optional and absent."""
+    """The validated Amount {currency, value}, or None when optional and absent. (The schema has
+    made sure of its shape: an object with an integer value and a 3-character currency.)"""
     amount = body.get("amount")
     if amount is None:
         if required:
             raise ServiceError(422, "100", "Required object 'amount' is not provided")
         return None
-    value = amount.get("value") if isinstance(amount, dict) else None
-    currency = amount.get("currency") if isinstance(amount, dict) else None
-    valid_value = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    valid_currency = isinstance(currency, str) and len(currency) == 3 and currency.isalpha() and currency.isupper()
-    if not (valid_value and valid_currency):
+    value, currency = amount["value"], amount["currency"]
+    if value < 0 or not (currency.isascii() and currency.isalpha() and currency.isupper()):
         # Code 137 "Invalid amount specified" as seen in public Adyen test fixtures (unconfirmed in docs).
         raise ServiceError(422, "137", "Invalid amount specified")
     return {"currency": currency, "value": value}
@@ -284,8 +343,9 @@ def _amount(body, required):
 # /paymentMethods ------------------------------------------------------------------------------
 
 
-def _payment_methods(body):
+def _payment_methods(body, violations):
     _check_merchant_account(body)
+    _refuse(violations)
     amount = _amount(body, required=False)
     methods = [{"brands": list(CARD_BRANDS), "name": "Cards", "type": "scheme"}]
     # KNET only for a Kuwaiti shopper paying in dinars; without country or amount, no KNET.
@@ -305,26 +365,27 @@ def _payment_methods(body):
 # /payments ------------------------------------------------------------------------------------
 
 
-def _payments(body):
+def _payments(body, violations):
     _check_merchant_account(body)
+    _refuse(violations)
     amount = _amount(body, required=True)
 
-    reference = body.get("reference")
-    if not isinstance(reference, str) or not reference.strip():
+    reference = body["reference"]
+    if not reference.strip():
         raise ServiceError(422, "130", "Reference Missing")
     if len(reference) > MAX_REFERENCE_LENGTH:
         # Same code family as "Reference Missing"; Adyen's exact code for a long reference is unconfirmed.
         raise ServiceError(422, "130", f"Reference is longer than {MAX_REFERENCE_LENGTH} characters")
 
-    payment_method = body.get("paymentMethod")
-    method_type = payment_method.get("type") if isinstance(payment_method, dict) else None
+    method_type = body["paymentMethod"]["type"]
     if not isinstance(method_type, str) or not method_type:
         raise ServiceError(422, "14_006", "Required object 'paymentMethod' is not provided.")
 
-    return_url = body.get("returnUrl")
-    if not isinstance(return_url, str) or not return_url.strip():
+    return_url = body["returnUrl"]
+    if not return_url.strip():
         raise ServiceError(422, "14_030", "Required field 'returnUrl' is not provided.")
-    if len(return_url) > MAX_RETURN_URL_LENGTH or return_url.strip().lower().startswith(("javascript:", "data:")):
+    if len(return_url) > MAX_RETURN_URL_LENGTH or not _ABSOLUTE_URL.match(return_url):
+        # Where the shopper is sent back to, so an absolute URL (javascript:, data: or "abc" is not).
         raise ServiceError(422, "14_030", "Invalid returnUrl.")  # code reused from "missing" (unconfirmed)
 
     if method_type != "knet":
@@ -381,31 +442,43 @@ def _redirect_action(payment):
 # /payments/details ----------------------------------------------------------------------------
 
 
-def _payments_details(body):
-    details = body.get("details")
-    if not isinstance(details, dict):
-        # Adyen's code for a missing `details` is unconfirmed; 14_018 is its "invalid payload" family.
-        raise ServiceError(422, "14_018", "Required field 'details' is not provided.")
+def _payments_details(body, violations):
+    _refuse(violations)
+    details = body["details"]
     # redirectResult, or `payload` from older integrations (the official Flask example accepts both).
     value = details.get("redirectResult") or details.get("payload")
-    if not isinstance(value, str) or not value:
+    if not value:
         raise ServiceError(422, "14_018", "Required field 'details.redirectResult' is not provided.")
     # Compared exactly as issued: a value still percent-encoded, decoded twice or with `+` turned
     # into a space is a shop bug, and resolves to nothing.
     payment = payments.by_redirect_result(value)
     if payment is None:
         raise ServiceError(422, "14_018", "Invalid payload provided")
+    # The redirectResult is used up by its first /payments/details: a repeat is 704, unless its
+    # Idempotency-Key replays the first answer (the shop sends one for exactly that reason).
+    # Integrators who repeat without a key have shown "payment failed" for a paid order
+    # (Adyen/adyen-magento2#2211, #1166).
+    if not payments.mark_details_requested(payment):
+        log.info(
+            "simulator /payments/details: 704, the redirectResult of %s was submitted before", payment.psp_reference
+        )
+        raise in_progress(transient=False)
 
-    # Repeated calls give the same answer. (Real Adyen may answer a repeat without an
-    # Idempotency-Key with 422 "request already processed or in progress"; unconfirmed.)
     answer = {
+        # Adyen sends what the Customer Area's "Additional data" settings select; these are common ones.
+        "additionalData": {
+            "merchantReference": payment.merchant_reference,
+            "paymentMethod": payment.payment_method_type,
+            "paymentMethodVariant": payment.payment_method_type,
+        },
         "amount": {"currency": payment.currency, "value": payment.amount_value},
         "merchantReference": payment.merchant_reference,
         "pspReference": payment.psp_reference,
         "resultCode": payment.result_code,
     }
     if payment.result_code == "Authorised":
-        answer["paymentMethod"] = {"brand": payment.payment_method_type, "type": payment.payment_method_type}
+        # `brand` only for paymentMethod.type scheme (ResponsePaymentMethod in the spec).
+        answer["paymentMethod"] = {"type": payment.payment_method_type}
     if payment.refusal_reason:
         answer["refusalReason"] = payment.refusal_reason
         answer["refusalReasonCode"] = payment.refusal_reason_code

@@ -15,8 +15,11 @@ Checkout API endpoints "/payments", "/payments/details", "/paymentMethods":
   http_401            answers 401 Unauthorized, as with a wrong API key, and does nothing
   refuse              closes the connection without answering and does nothing
   slow                waits (params: delay_ms, default 1000), then answers normally
-  http_704_on_repeat  /payments/details only: a repeated request (same Idempotency-Key) gets 422 704
-                      "request already processed or in progress" instead of the stored answer
+  http_704_on_repeat  /payments, /payments/details: a repeat with the same Idempotency-Key gets 704
+                      "request already processed or in progress" with `transient-error: true` (HTTP
+                      422, or 409 with SIMULATOR_704_STATUS), as while the first is still running at
+                      Adyen, instead of the stored answer. (A repeated /payments/details WITHOUT a
+                      key, or with another one, gets 704 anyway: no fault needed.)
 Webhooks, endpoint "webhooks" (applied when the simulator queues a webhook):
   webhook_delay        each webhook goes out `seconds` (default 10) later than it would have
   webhook_duplicate    each webhook is delivered twice
@@ -65,8 +68,8 @@ KINDS = {
     "refuse": (API_ENDPOINTS, "the connection is closed without an answer; nothing is done", {}),
     "slow": (API_ENDPOINTS, "Adyen waits, then answers normally", {"delay_ms": 1000}),
     "http_704_on_repeat": (
-        ("/payments/details",),
-        "a repeated request gets 422 704 'request already processed or in progress'",
+        ("/payments", "/payments/details"),
+        "a repeat with the same Idempotency-Key gets 704 'in progress', as while the first is still running",
         {},
     ),
     "webhook_delay": ((WEBHOOKS,), "webhooks go out later than they would have", {"seconds": 10}),

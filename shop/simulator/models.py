@@ -70,8 +70,13 @@ class SimPayment(db.Model):
     bank: Mapped[str | None] = mapped_column(String(16))
     # Never the card number or the PIN: only what a receipt would show.
     card_last4: Mapped[str | None] = mapped_column(String(4))
-    # The opaque value appended to returnUrl; /payments/details resolves it to this payment.
-    redirect_result: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The opaque value appended to returnUrl; /payments/details resolves it to this payment. Adyen's
+    # are well over 1,000 characters (up to 20,000 in the spec), too long for a unique index on
+    # PostgreSQL, so the lookup goes by its SHA-256.
+    redirect_result: Mapped[str | None] = mapped_column(Text)
+    redirect_result_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # When /payments/details first answered for it: a repeat not replayed by its Idempotency-Key gets 704.
+    details_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -6,7 +6,8 @@ AUTHORISATION true/false and OFFER_CLOSED true (https://docs.adyen.com/payment-m
 """
 
 import copy
-from datetime import timedelta, timezone
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 
@@ -15,17 +16,26 @@ from shop.db import db
 from shop.simulator import faults
 from shop.simulator.models import SimWebhookDelivery, utcnow
 
-# eventDate carries an offset (yyyy-MM-DDThh:mm:ssTZD); Kuwait time, which has no daylight saving.
-KUWAIT_TIME = timezone(timedelta(hours=3))
+# eventDate carries an offset (yyyy-MM-DDThh:mm:ssTZD). Adyen's are in Amsterdam time, the
+# offset +01:00 in winter and +02:00 in summer (its examples: "2021-01-01T01:00:00+01:00"), not
+# the shopper's or the merchant's zone.
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+# What may be done with an authorised payment next, as in Adyen's AUTHORISATION example (an
+# "experimental field", its docs say: shops should not rely on it).
+AUTHORISED_OPERATIONS = ["CANCEL", "CAPTURE", "REFUND"]
 
 
 def event_date(moment):
-    return moment.astimezone(KUWAIT_TIME).isoformat(timespec="seconds")
+    return moment.astimezone(AMSTERDAM).isoformat(timespec="seconds")
 
 
 def build_item(payment, event_code, success, reason, happened_at):
-    """An unsigned NotificationRequestItem for a simulator payment."""
-    return {
+    """An unsigned NotificationRequestItem for a simulator payment.
+
+    On a successful AUTHORISATION `reason` is the string "null", as in Adyen's examples (a card's
+    would hold its auth code; KNET's has none); on a failure, the refusal reason.
+    """
+    item = {
         "additionalData": {"paymentMethodVariant": payment.payment_method_type},
         "amount": {"currency": payment.currency, "value": payment.amount_value},
         "eventCode": event_code,
@@ -37,6 +47,10 @@ def build_item(payment, event_code, success, reason, happened_at):
         "reason": reason,
         "success": "true" if success else "false",
     }
+    if event_code == "AUTHORISATION" and success:
+        item["operations"] = list(AUTHORISED_OPERATIONS)
+        item["reason"] = reason or "null"
+    return item
 
 
 def envelope(item):

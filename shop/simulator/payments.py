@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from shop.db import db
 from shop.simulator import notifications, outcomes
 from shop.simulator.models import SimPayment, SimPaymentStatus, as_utc, run_update, utcnow
-from shop.simulator.references import new_page_token, new_psp_reference, new_redirect_result
+from shop.simulator.references import new_page_token, new_psp_reference, new_redirect_result, redirect_result_hash
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,27 @@ def by_redirect_result(redirect_result):
     """The payment a redirectResult (or legacy payload) names, compared exactly as issued."""
     if not redirect_result:
         return None
-    return db.session.execute(
-        select(SimPayment).where(SimPayment.redirect_result == redirect_result)
+    payment = db.session.execute(
+        select(SimPayment).where(SimPayment.redirect_result_hash == redirect_result_hash(redirect_result))
     ).scalar_one_or_none()
+    return payment if payment is not None and payment.redirect_result == redirect_result else None
+
+
+def mark_details_requested(payment):
+    """Record the first /payments/details answer for this payment (the caller commits).
+
+    True for the one request that gets there first; False for a repeat, which Adyen answers with 704
+    unless its Idempotency-Key replays the first answer. One conditional UPDATE decides, so two
+    requests at once never both count as the first.
+    """
+    return (
+        run_update(
+            update(SimPayment)
+            .where(SimPayment.id == payment.id, SimPayment.details_requested_at.is_(None))
+            .values(details_requested_at=utcnow())
+        ).rowcount
+        == 1
+    )
 
 
 def is_overdue(payment, now=None):
@@ -73,7 +91,7 @@ def complete(payment, outcome, bank=None, card_last4=None):
     True for the one submission that wins; False if the payment was already completed or has expired.
     """
     now = utcnow()
-    redirect_result = new_redirect_result(payment.psp_reference)
+    redirect_result = new_redirect_result(payment, current_app.config["SECRET_KEY"])
     won = (
         run_update(
             update(SimPayment)
@@ -90,6 +108,7 @@ def complete(payment, outcome, bank=None, card_last4=None):
                 bank=bank,
                 card_last4=card_last4,
                 redirect_result=redirect_result,
+                redirect_result_hash=redirect_result_hash(redirect_result),
                 completed_at=now,
             )
         ).rowcount
