@@ -357,10 +357,7 @@ def _title(event, detail, notification):
 
 
 def _describe(notification):
-    return (
-        f"{notification.event_code} success={notification.success_text} "
-        f"(pspReference {notification.psp_reference})"
-    )
+    return f"{notification.event_code} success={notification.success_text} (pspReference {notification.psp_reference})"
 
 
 def _status_tone(status):
