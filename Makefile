@@ -34,16 +34,18 @@ lint: $(BIN)/.installed
 
 ## Create or update the tables (DATABASE_URL, default instance/shop.sqlite3) to the newest migration.
 db-upgrade: $(BIN)/.installed
-	$(BIN)/flask --app wsgi db upgrade
+	$(BIN)/flask --app wsgi init-db
 
 ## After changing the models: make migration m="what changed" writes migrations/versions/…_what_changed.py,
 ## generated against a scratch SQLite database brought to the newest migration. Read it, then commit it.
+## The simulator's tables have migrations of their own: make migration m="…" directory=shop/simulator/migrations.
 MIGRATION_DB := $(CURDIR)/instance/migration-scratch.sqlite3
 migration: $(BIN)/.installed
 	@test -n "$(m)" || { echo 'usage: make migration m="what changed"' >&2; exit 2; }
 	@mkdir -p instance && rm -f $(MIGRATION_DB) $(MIGRATION_DB)-wal $(MIGRATION_DB)-shm
-	ADYEN_ENVIRONMENT=simulator DATABASE_URL=sqlite:///$(MIGRATION_DB) $(BIN)/flask --app wsgi db upgrade
-	ADYEN_ENVIRONMENT=simulator DATABASE_URL=sqlite:///$(MIGRATION_DB) $(BIN)/flask --app wsgi db migrate -m "$(m)"
+	ADYEN_ENVIRONMENT=simulator DATABASE_URL=sqlite:///$(MIGRATION_DB) $(BIN)/flask --app wsgi init-db
+	ADYEN_ENVIRONMENT=simulator DATABASE_URL=sqlite:///$(MIGRATION_DB) $(BIN)/flask --app wsgi db migrate \
+		-d $(or $(directory),migrations) -m "$(m)"
 	@rm -f $(MIGRATION_DB) $(MIGRATION_DB)-wal $(MIGRATION_DB)-shm
 
 ## Load figures against a bare endpoint on the same gunicorn (bench/README.md); about 3 minutes.

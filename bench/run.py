@@ -110,16 +110,14 @@ class Database:
         self.app = self._migrate()
 
     def _migrate(self):
-        from flask_migrate import upgrade
-
         from shop import create_app
-        from shop.db import MIGRATIONS_DIR
+        from shop.db import upgrade_all
 
         app = create_app(
             {"ENV": {"ADYEN_ENVIRONMENT": "simulator"}, "SQLALCHEMY_DATABASE_URI": self.url, "BACKGROUND_WORKER": False}
         )
         with app.app_context():
-            upgrade(directory=MIGRATIONS_DIR)
+            upgrade_all(app)
         return app
 
     def drop(self):

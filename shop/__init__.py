@@ -6,9 +6,12 @@ Rooms, each with one job (data flows views → services → client/store, never 
   webhooks/    POST /webhooks/adyen: verify, store, acknowledge (in front of Flask), process
   orders/      the order state machine, applied from the return and from webhooks
   adyen/       the Checkout API client and the webhook HMAC scheme
-  simulator/   Adyen's test API, the KNET page and the webhook sender, offline (simulator mode only)
+  console/     /console: timelines, webhook inbox, doctor and go-live checklist; the CLI
+  simulator/   a plug-in, mounted in simulator mode: Adyen's test API, the KNET page, the webhook
+               sender, offline. The rooms above never import it.
 """
 
+import importlib
 import logging
 import os
 
@@ -54,10 +57,11 @@ def create_app(test_config=None):
     )
     if test_config is None:
         load_dotenv(os.path.join(ROOT, ".env"))
-        app.config.from_mapping(load_settings())
+        environ = os.environ
     else:
-        app.config.from_mapping(load_settings(test_config.get("ENV", os.environ)))
-        app.config.update({k: v for k, v in test_config.items() if k != "ENV"})
+        environ = test_config.get("ENV", os.environ)
+    app.config.from_mapping(load_settings(environ))
+    app.config.update({k: v for k, v in (test_config or {}).items() if k != "ENV"})
 
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
@@ -68,35 +72,27 @@ def create_app(test_config=None):
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from shop import db, i18n, money, security, services
+    from shop import console, db, i18n, money, security, services, webhooks, worker
+    from shop.checkout import bp as checkout_bp
+    from shop.storefront import bp as storefront_bp
 
     db.init_app(app)
     csrf.init_app(app)
     security.init_app(app)  # security headers, no-store, error pages, Host and size limits (config)
     i18n.init_app(app)  # English and Arabic shopper pages (Flask-Babel)
     money.init_app(app)
-    services.init_app(app)
-
-    from shop import webhooks
-    from shop.checkout import bp as checkout_bp
-    from shop.storefront import bp as storefront_bp
-
     app.register_blueprint(storefront_bp)
     app.register_blueprint(checkout_bp)
-    webhooks.init_app(app)  # POST /webhooks/adyen, answered before Flask's request machinery
-
-    from shop import worker
-
+    webhooks.init_app(app)  # POST /webhooks/adyen
     worker.init_app(app)  # the background loop's jobs (started below, once plug-ins added theirs)
-
-    if app.config["ADYEN_ENVIRONMENT"] == "simulator":
-        from shop import simulator
-
-        simulator.init_app(app, csrf)
-
-    from shop import console
-
     console.init_app(app)  # /console and the `flask adyen|orders|webhooks` commands
+
+    # Plug-ins extend the shop through the same points: blueprints, worker jobs (worker.register),
+    # console pages (console.add_page), settings, templates, tables of their own (db.add_plugin).
+    for name in app.config["PLUGINS"]:
+        importlib.import_module(name).init_app(app, environ)
+
+    services.init_app(app)  # the Adyen client, once a plug-in may have said where Adyen answers
     worker.start(app)
 
     hops = app.config.get("PROXY_FIX_HOPS") or 0

@@ -86,7 +86,6 @@ _REPORTED_PREFIXES = (
     "DATABASE_URL",
     "MAIL_",
     "CONSOLE_",
-    "SIMULATOR_",
     "KNET_",
     "SHOPPER_",
     "PORT",
@@ -115,6 +114,21 @@ def _pool_size(value):
     return int(value)
 
 
+def seconds(name, value):
+    """A number of seconds from a setting's text: '5', '0.25' or a fraction such as '1/60'."""
+    try:
+        return float(Fraction(value))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{name} must be a number of seconds (or a fraction such as 1/60).") from None
+
+
+def one_of(name, value, allowed):
+    """The setting's text, upper-cased, if it is one of `allowed`."""
+    if value.upper() not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}.")
+    return value.upper()
+
+
 def load_settings(environ=None):
     """Build the Flask config mapping from environment variables."""
     env = os.environ if environ is None else environ
@@ -139,12 +153,6 @@ def load_settings(environ=None):
                 f"ADYEN_ENVIRONMENT={mode} needs these settings in the environment or .env: " + ", ".join(missing)
             )
 
-    def choice(name, allowed):
-        value = get(name, allowed[0]).upper()
-        if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}.")
-        return value
-
     def flag(name, default):
         value = get(name, default).lower()
         if value not in _ON + _OFF:
@@ -152,10 +160,7 @@ def load_settings(environ=None):
         return value in _ON
 
     def number(name, default):
-        try:
-            return float(Fraction(get(name, default)))
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"{name} must be a number of seconds (or a fraction such as 1/60).") from None
+        return seconds(name, get(name, default))
 
     port = get("PORT", "5000")
     if not port.isdigit():
@@ -172,7 +177,7 @@ def load_settings(environ=None):
             raise ConfigError(f"{name} must be the hex key from the Customer Area (an even number of 0-9A-F).")
 
     if mode == "simulator":
-        api_base_url = f"{public_base_url}/_sim/checkout/v71"
+        api_base_url = None  # the plug-in that plays Adyen says where it answers (shop/simulator)
     elif mode == "test":
         api_base_url = ADYEN_TEST_URL
     else:
@@ -230,6 +235,9 @@ def load_settings(environ=None):
             name for name in env.keys() if name.startswith(_REPORTED_PREFIXES) and str(env.get(name, "")).strip()
         ),
         "ADYEN_ENVIRONMENT": mode,
+        # Plug-ins create_app mounts (each module's init_app(app, environ)): in simulator mode, the
+        # simulator of Adyen, the KNET page and Adyen's webhooks.
+        "PLUGINS": ("shop.simulator",) if mode == "simulator" else (),
         "ADYEN_API_KEY": get("ADYEN_API_KEY"),
         "ADYEN_MERCHANT_ACCOUNT": get("ADYEN_MERCHANT_ACCOUNT"),
         "ADYEN_HMAC_KEY": get("ADYEN_HMAC_KEY"),
@@ -245,27 +253,6 @@ def load_settings(environ=None):
             ADYEN_LOGO_URL.format(env="live" if mode == "live" else "test") if logo_source == "adyen" else None
         ),
         "SHOPPER_LOCALE": shopper_locale,
-        # The simulator answers the return by POST instead of GET when set (see issue: POST returns).
-        "SIMULATOR_RETURN_METHOD": choice("SIMULATOR_RETURN_METHOD", ("GET", "POST")),
-        # The simulator sends the shopper to KNET by POST (action.method POST with action.data) when set.
-        "SIMULATOR_ACTION_METHOD": choice("SIMULATOR_ACTION_METHOD", ("GET", "POST")),
-        "SIMULATOR_WEBHOOK_DELAY": number("SIMULATOR_WEBHOOK_DELAY", "2"),
-        "SIMULATOR_OFFER_EXPIRY": number("SIMULATOR_OFFER_EXPIRY", "900"),
-        # Simulator: where its webhooks are posted (default: this shop's own endpoint).
-        "SIMULATOR_WEBHOOK_URL": get("SIMULATOR_WEBHOOK_URL", f"{public_base_url}/webhooks/adyen"),
-        # Simulator: seconds before a Pending / Received payment gets its final AUTHORISATION webhook.
-        "SIMULATOR_PENDING_DELAY": number("SIMULATOR_PENDING_DELAY", "5"),
-        # Simulator: Adyen's webhook retry schedule (2 min, 5 min, … 8 h, for 30 days) times this
-        # factor; "1/60" (default) turns minutes into seconds. A fraction or a decimal.
-        "SIMULATOR_RETRY_SCALE": number("SIMULATOR_RETRY_SCALE", "1/60"),
-        # Simulator: seconds a worker holds a claimed webhook delivery before another may take it
-        # over (a crash mid-send); longer than the 10 s send timeout.
-        "SIMULATOR_DELIVERY_LEASE": number("SIMULATOR_DELIVERY_LEASE", "60"),
-        # Simulator: the merchant name shown on the simulated KNET page.
-        "SIMULATOR_MERCHANT_NAME": get("SIMULATOR_MERCHANT_NAME", "KNET Demo Shop"),
-        # Simulator: the HTTP status of its 704 "request already processed or in progress". Adyen's
-        # docs say 422 or 409, so a shop must take both as "in progress".
-        "SIMULATOR_704_STATUS": int(choice("SIMULATOR_704_STATUS", ("422", "409"))),
         "MAIL_SERVER": get("MAIL_SERVER"),
         "MAIL_PORT": _port("MAIL_PORT", get("MAIL_PORT", "25")),
         "MAIL_USERNAME": get("MAIL_USERNAME"),
@@ -277,8 +264,6 @@ def load_settings(environ=None):
         # this password, and in live mode it is off (404) unless CONSOLE_ENABLED is true.
         "CONSOLE_PASSWORD": get("CONSOLE_PASSWORD"),
         "CONSOLE_ENABLED": get("CONSOLE_ENABLED", "").lower() in _ON,
-        # Console demo "abandoned": seconds until the simulator closes the unfinished offer.
-        "CONSOLE_ABANDON_SECONDS": number("CONSOLE_ABANDON_SECONDS", "3"),
         # The background loop (shop/worker.py) in a thread of each app process. Off (0) for web
         # processes when `flask worker` processes do that work beside them.
         "BACKGROUND_WORKER": flag("BACKGROUND_WORKER", "on"),

@@ -169,15 +169,35 @@ def init_app(app):
     db.init_app(app)
     # render_as_batch: SQLite cannot ALTER most things; Alembic copies the table instead.
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
+    app.extensions["schemas"] = []  # plug-ins' tables (add_schema)
     app.cli.add_command(init_db_command)
-    # Import every model module, so that the metadata (and so the migrations) has every table.
-    # The simulator's sim_* tables are part of the schema in every mode; only simulator mode uses them.
+    # Import the models, so that the metadata (and so the migrations) has every table.
     from shop import models  # noqa: F401
-    from shop.simulator import models as sim_models  # noqa: F401
+
+
+def add_schema(app, metadata, migrations_dir):
+    """A plug-in's own tables: their metadata, and their migrations in a directory of their own
+    (with its own Alembic version table), run only where the plug-in is mounted. A database the
+    plug-in never ran on (a live one) never has them."""
+    app.extensions["schemas"].append((metadata, migrations_dir))
+
+
+def schemas(app):
+    """(metadata, migrations directory) of the shop's tables, then of each mounted plug-in's."""
+    return [(db.metadata, MIGRATIONS_DIR), *app.extensions["schemas"]]
+
+
+def upgrade_all(app):
+    """Bring the shop's tables, then each mounted plug-in's, to their newest migration."""
+    for _, directory in schemas(app):
+        upgrade(directory=directory)
 
 
 @click.command("init-db")
 def init_db_command():
-    """Create or update the tables: the same as `flask db upgrade` (Alembic, to the newest revision)."""
-    upgrade(directory=MIGRATIONS_DIR)
+    """Create or update the tables: the shop's (`flask db upgrade`), then those of each mounted
+    plug-in (in simulator mode, the simulator's: `flask db upgrade -d shop/simulator/migrations`)."""
+    from flask import current_app
+
+    upgrade_all(current_app)
     click.echo("Database ready.")

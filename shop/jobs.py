@@ -51,7 +51,7 @@ class Queue:
     failed: str
     due_column: str
     lease_setting: str  # seconds a claim lasts
-    max_attempts_setting: str
+    max_attempts_setting: str | None  # None: no limit (the caller decides when to give up)
     backoff: Callable[[int], float]
     returning: tuple = ()  # columns `claim` returns besides id and attempts
 
@@ -73,16 +73,18 @@ class Queue:
         already tried `max_attempts` times and whose last lease ended become `failed` instead."""
         config = current_app.config
         now = utcnow()
-        max_attempts = config[self.max_attempts_setting]
         condition = self._due(now) if where is None else and_(self._due(now), where)
-        db.session.execute(
-            update(self.table)
-            .where(condition, self._c.attempts >= max_attempts)
-            .values(status=self.failed, last_error="the last attempt did not finish (its worker stopped)")
-        )
+        if self.max_attempts_setting is not None:
+            max_attempts = config[self.max_attempts_setting]
+            db.session.execute(
+                update(self.table)
+                .where(condition, self._c.attempts >= max_attempts)
+                .values(status=self.failed, last_error="the last attempt did not finish (its worker stopped)")
+            )
+            condition = and_(condition, self._c.attempts < max_attempts)
         picked = (
             select(self._c.id)
-            .where(condition, self._c.attempts < max_attempts)
+            .where(condition)
             .order_by(*(order_by or (self._c.id,)))
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
@@ -91,7 +93,7 @@ class Queue:
         rows = db.session.execute(
             update(self.table)
             # The condition again: a row is claimed only if it is still due as it is locked.
-            .where(self._c.id.in_(picked.scalar_subquery()), condition, self._c.attempts < max_attempts)
+            .where(self._c.id.in_(picked.scalar_subquery()), condition)
             .values(status=self.running, attempts=self._c.attempts + 1, **{self.due_column: now + lease})
             .returning(self._c.id, self._c.attempts, *(self._c[name] for name in self.returning))
         ).all()
@@ -105,6 +107,13 @@ class Queue:
     def _held(self, row):
         return and_(self._c.id == row.id, self._c.status == self.running, self._c.attempts == row.attempts)
 
+    def holds(self, row):
+        """Whether this worker's claim on `row` still stands (before work that must not be done twice,
+        such as an HTTP POST). Ends the read."""
+        held = db.session.execute(select(self._c.id).where(self._held(row))).first() is not None
+        db.session.rollback()
+        return held
+
     def finish(self, row, status, **values):
         """In the caller's transaction: the row's outcome, if this worker still holds the claim.
         Returns whether it did (False: its lease ended and another worker took it over)."""
@@ -115,8 +124,8 @@ class Queue:
     def retry(self, row, error, **values):
         """A failed attempt: due again after the backoff, or `failed` after the last one. Returns the
         delay in seconds, or None when it was the last attempt."""
-        last = row.attempts >= current_app.config[self.max_attempts_setting]
-        if last:
+        setting = self.max_attempts_setting
+        if setting is not None and row.attempts >= current_app.config[setting]:
             self.finish(row, self.failed, last_error=error, **values)
             return None
         delay = self.backoff(row.attempts)

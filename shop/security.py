@@ -39,17 +39,23 @@ PAYMENT_PAGE_SOURCES = (
     "https://kpaytest.com.kw",
 )
 
-# Pages with personal or order data, never kept in a cache (result, return, pay, checkout,
-# the developer console and the simulator's pages).
-NO_STORE_PREFIXES = ("/orders/", "/checkout", "/console", "/_sim")
-# Callers that are programs, not people: errors in plain text, not an HTML page.
-PLAIN_ERROR_PREFIXES = ("/webhooks/", "/_sim/checkout/")
+# Pages with personal or order data, never kept in a cache (result, return, pay, checkout, the
+# developer console); a plug-in adds its own with `no_store`.
+NO_STORE_PREFIXES = ("/orders/", "/checkout", "/console")
+# Callers that are programs, not people: errors in plain text, not an HTML page (`plain_errors`).
+PLAIN_ERROR_PREFIXES = ("/webhooks/",)
 ERROR_TEMPLATES = (400, 404, 405, 413, 500)
 
 HSTS = "max-age=31536000; includeSubDomains"
 
 
 def init_app(app):
+    app.extensions["security"] = {
+        "no_store": list(NO_STORE_PREFIXES),
+        "plain_errors": list(PLAIN_ERROR_PREFIXES),
+        # Where a shopper may be sent to pay: Adyen's and KNET's pages, unless a plug-in says.
+        "payment_pages": None,
+    }
     app.url_map.converters["token"] = TokenConverter
     app.url_map.converters["id"] = RowIdConverter
     app.json = SafeJSONProvider(app)
@@ -84,28 +90,44 @@ class RowIdConverter(IntegerConverter):
         super().__init__(url_map, min=1, max=2**31 - 1)
 
 
+# Extension points for plug-ins (the simulator uses them) --------------------------------------------
+
+
+def no_store(app, prefix):
+    """Pages under `prefix` are never kept in a cache."""
+    app.extensions["security"]["no_store"].append(prefix)
+
+
+def plain_errors(app, prefix):
+    """Errors under `prefix` are plain text: the callers there are programs."""
+    app.extensions["security"]["plain_errors"].append(prefix)
+
+
+def payment_pages(app, origins):
+    """Send shoppers to pay only on these origins (instead of Adyen's and KNET's pages)."""
+    app.extensions["security"]["payment_pages"] = tuple(origins)
+
+
+def _payment_pages(app):
+    return app.extensions["security"]["payment_pages"]
+
+
 # Headers ---------------------------------------------------------------------------------------------
 
 
 def content_security_policy(config, extra_form_action=()):
     """The CSP for this shop's pages: no inline script or style, no plugins, no framing, forms only
     to this shop and to the payment pages."""
-    return _policy(
-        config["PUBLIC_BASE_URL"], config.get("KNET_LOGO_URL"), config["ADYEN_ENVIRONMENT"], tuple(extra_form_action)
-    )
+    pages = _payment_pages(current_app)
+    return _policy(config.get("KNET_LOGO_URL"), pages or PAYMENT_PAGE_SOURCES, tuple(extra_form_action))
 
 
-@functools.lru_cache(maxsize=64)  # the same few answers for every response (bench/README.md)
-def _policy(public_base_url, knet_logo_url, environment, extra_form_action):
+@functools.lru_cache(maxsize=64)  # the same few answers for every response
+def _policy(knet_logo_url, payment_pages, extra_form_action):
     images = ["'self'", "data:"]
     if knet_logo_url:
         images.append(origin_of(knet_logo_url))
-    forms = ["'self'"]
-    if environment == "simulator":
-        forms.append(origin_of(public_base_url))  # the simulated KNET page and the return are the shop itself
-    else:
-        forms.extend(PAYMENT_PAGE_SOURCES)
-    forms.extend(extra_form_action)
+    forms = ["'self'", *payment_pages, *extra_form_action]
     directives = [
         "default-src 'self'",
         "script-src 'self'",
@@ -144,7 +166,7 @@ def _add_headers(response):
     headers = response.headers
     for name, value in baseline_headers(current_app.config, g.get("csp_form_action", ())):
         headers.setdefault(name, value)
-    if request.path.startswith(NO_STORE_PREFIXES):
+    if request.path.startswith(tuple(current_app.extensions["security"]["no_store"])):
         headers["Cache-Control"] = "no-store"
     return response
 
@@ -161,8 +183,8 @@ def origin_of(url):
 
 
 def is_payment_page_url(url):
-    """True for an address Adyen may send a KNET shopper to: https on Adyen's or KNET's hosts in
-    test and live; this shop's own simulated KNET page on the simulator."""
+    """True for an address Adyen may send a KNET shopper to: https on Adyen's or KNET's hosts, or
+    exactly the origins a plug-in named (the simulated KNET page is the shop itself)."""
     if not isinstance(url, str) or not url or re.search(r"[\s\\\x00-\x1f\x7f]", url):
         return False  # a backslash or a control character reads differently in browsers
     parts = urlsplit(url)
@@ -172,9 +194,9 @@ def is_payment_page_url(url):
         port = parts.port
     except ValueError:
         return False
-    config = current_app.config
-    if config["ADYEN_ENVIRONMENT"] == "simulator":
-        return origin_of(url) == origin_of(config["PUBLIC_BASE_URL"])
+    pages = _payment_pages(current_app)
+    if pages is not None:
+        return origin_of(url) in pages
     host = (parts.hostname or "").lower()
     if parts.scheme != "https" or port not in (None, 443) or not host:
         return False
@@ -199,7 +221,7 @@ def error_page(error):
         from shop.db import db
 
         db.session.rollback()
-    if request.path.startswith(PLAIN_ERROR_PREFIXES):
+    if request.path.startswith(tuple(current_app.extensions["security"]["plain_errors"])):
         response = current_app.response_class(error.name, status=code, mimetype="text/plain")
     else:
         reason = "csrf" if isinstance(error, CSRFError) else None

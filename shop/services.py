@@ -6,11 +6,14 @@ from flask import current_app, has_app_context
 from sqlalchemy.exc import DBAPIError
 
 from shop.adyen import AdyenClient
+from shop.config import ConfigError
 from shop.db import db, is_disconnect
 from shop.models import ApiCall
 
 
 def init_app(app):
+    if not app.config.get("ADYEN_API_BASE_URL"):
+        raise ConfigError("ADYEN_ENVIRONMENT=simulator needs the simulator plug-in (PLUGINS: shop.simulator).")
     app.extensions["adyen"] = AdyenClient(
         app.config["ADYEN_API_BASE_URL"],
         app.config["ADYEN_API_KEY"],

@@ -34,17 +34,15 @@ def backend():
 
 
 def migrate(url):
-    """Bring the database at `url` to the newest migration, as `flask db upgrade` does."""
-    from flask_migrate import upgrade
-
+    """Bring the database at `url` to the newest migrations, the simulator's too, as `flask init-db` does."""
     from shop import create_app
-    from shop.db import MIGRATIONS_DIR, db
+    from shop.db import db, upgrade_all
 
     app = create_app(
         {"ENV": {"ADYEN_ENVIRONMENT": "simulator"}, "SQLALCHEMY_DATABASE_URI": url, "BACKGROUND_WORKER": False}
     )
     with app.app_context():
-        upgrade(directory=MIGRATIONS_DIR)
+        upgrade_all(app)
         db.engine.dispose()
 
 

@@ -16,11 +16,17 @@ FULL_TEST_ENV = {
 }
 
 
-def test_simulator_mode_needs_no_settings():
+def test_simulator_mode_needs_no_settings(tmp_path):
     settings = load_settings({})
     assert settings["ADYEN_ENVIRONMENT"] == "simulator"
     assert settings["PUBLIC_BASE_URL"] == "http://127.0.0.1:5000"
-    assert settings["ADYEN_API_BASE_URL"] == "http://127.0.0.1:5000/_sim/checkout/v71"
+    assert settings["PLUGINS"] == ("shop.simulator",)
+    # The simulator plug-in, once mounted, is where the shop's Adyen client calls.
+    from shop import create_app
+
+    app = create_app({"ENV": {}, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db", "BACKGROUND_WORKER": False})
+    assert app.config["ADYEN_API_BASE_URL"] == "http://127.0.0.1:5000/_sim/checkout/v71"
+    assert app.extensions["adyen"].base_url == "http://127.0.0.1:5000/_sim/checkout/v71"
 
 
 def test_port_moves_the_default_public_url():
@@ -90,17 +96,45 @@ def test_simulator_is_mounted_only_in_simulator_mode(tmp_path):
 @pytest.mark.parametrize(
     "name, value",
     [
-        ("SIMULATOR_WEBHOOK_DELAY", "soon"),
-        ("SIMULATOR_RETURN_METHOD", "PUT"),
-        ("SIMULATOR_704_STATUS", "500"),  # Adyen's docs name 422 and 409 only
         ("MAIL_PORT", "smtp"),
         ("DATABASE_POOL_SIZE", "many"),
         ("DATABASE_POOL_SIZE", "0"),
+        ("WEBHOOK_LEASE_SECONDS", "0"),
+        ("MAIL_MAX_ATTEMPTS", "ten"),
+        ("RECONCILE_AFTER_SECONDS", "later"),
     ],
 )
 def test_malformed_settings_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"MAIL_LEASE_SECONDS": "20", "MAIL_TIMEOUT": "10"}, "MAIL_LEASE_SECONDS must be more than 3 × MAIL_TIMEOUT"),
+        ({"RECONCILE_AFTER_SECONDS": "30"}, "RECONCILE_AFTER_SECONDS must be more than WORKER_TIMEOUT"),
+    ],
+)
+def test_leases_that_would_let_work_be_done_twice_stop_start_up(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("SIMULATOR_WEBHOOK_DELAY", "soon"),
+        ("SIMULATOR_RETURN_METHOD", "PUT"),
+        ("SIMULATOR_704_STATUS", "500"),  # Adyen's docs name 422 and 409 only
+        ("SIMULATOR_DELIVERY_LEASE", "5"),  # shorter than a send may take
+    ],
+)
+def test_malformed_simulator_settings_are_named_when_it_is_mounted(tmp_path, name, value):
+    from shop import create_app
+
+    with pytest.raises(ConfigError, match=name):
+        create_app({"ENV": {name: value}, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
 
 
 def test_a_database_other_than_postgresql_or_sqlite_is_refused_by_name():

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, select, text
 
-from shop.db import MIGRATIONS_DIR, db
+from shop.db import MIGRATIONS_DIR, db, schemas, upgrade_all
 from shop.models import Notification, utcnow
 from shop.webhooks import parsing, processing
 from tests.webhook_helpers import envelope, item, make_order
@@ -24,10 +24,27 @@ HOW_TO_FIX = (
 
 
 def differences(app):
+    """What the models of the shop, and of each mounted plug-in, and their migrations disagree on."""
+    found = []
     with app.app_context():
         with db.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
-            return compare_metadata(context, db.metadata)
+            for metadata, directory in schemas(app):
+                version_table = "alembic_version" if directory == MIGRATIONS_DIR else "sim_alembic_version"
+                context = MigrationContext.configure(
+                    connection, opts={"compare_type": True, "version_table": version_table}
+                )
+                found += [change for change in compare_metadata(context, metadata) if _of(change, metadata)]
+    return found
+
+
+def _of(change, metadata):
+    """compare_metadata sees every table of the database: a table (or its index) that another
+    schema of the app has is not this one's to remove."""
+    if change[0] == "remove_table":
+        return change[1].name in metadata.tables
+    if change[0] == "remove_index":
+        return change[1].table.name in metadata.tables
+    return True
 
 
 def test_the_migrations_create_exactly_the_models_tables(app):
@@ -36,17 +53,22 @@ def test_the_migrations_create_exactly_the_models_tables(app):
 
 
 def test_the_migrations_have_a_single_head(app):
-    # Two branches each adding a migration make two heads: `flask db merge heads` joins them.
+    """The shop's, and the simulator's (a directory of their own). Two branches each adding a
+    migration make two heads: `flask db merge heads` (with `-d shop/simulator/migrations` for the
+    simulator's) joins them."""
     with app.app_context():
-        heads = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config()).get_heads()
-    assert len(heads) == 1, f"several Alembic heads {heads}: run `.venv/bin/flask --app wsgi db merge heads`"
+        for _, directory in schemas(app):
+            heads = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config(directory)).get_heads()
+            assert len(heads) == 1, f"several Alembic heads {heads} in {directory}: merge them (`flask db merge heads`)"
 
 
 def test_every_migration_can_be_undone_and_redone(app):
     with app.app_context():
-        downgrade(directory=MIGRATIONS_DIR, revision="base")
-        assert inspect(db.engine).get_table_names() == ["alembic_version"]
-        upgrade(directory=MIGRATIONS_DIR)
+        for _, directory in reversed(schemas(app)):
+            downgrade(directory=directory, revision="base")
+        assert sorted(inspect(db.engine).get_table_names()) == ["alembic_version", "sim_alembic_version"]
+        for _, directory in schemas(app):
+            upgrade(directory=directory)
     assert not differences(app)
 
 
@@ -87,3 +109,29 @@ def test_notifications_stored_before_12a0c0de0001_keep_their_dedupe_key(app):
         db.session.commit()
         upgrade(directory=MIGRATIONS_DIR)
     assert not differences(app)
+
+
+def test_a_test_or_live_database_has_no_simulator_table(tmp_path):
+    """The simulator's tables are a branch of its own, loaded only where it is mounted: a database
+    made or upgraded in test (or live) mode has none, also one a simulator ran on before."""
+    from shop import create_app
+    from tests.databases import databases
+    from tests.test_config import FULL_TEST_ENV
+
+    url = databases.url_for(tmp_path / "made-in-test-mode")  # a copy of the simulator-mode template
+    app = create_app({"ENV": FULL_TEST_ENV, "SQLALCHEMY_DATABASE_URI": url, "BACKGROUND_WORKER": False})
+    with app.app_context():
+        upgrade_all(app)
+        tables = set(inspect(db.engine).get_table_names())
+        db.engine.dispose()
+    # A copy of the suite's template, which a simulator ran on: its tables are still there, unused.
+    assert {"sim_payments", "orders", "notifications", "emails"} <= tables
+    fresh = create_app(
+        {"ENV": FULL_TEST_ENV, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/new.db", "BACKGROUND_WORKER": False}
+    )
+    with fresh.app_context():
+        upgrade_all(fresh)
+        tables = set(inspect(db.engine).get_table_names())
+        db.engine.dispose()
+    assert not {name for name in tables if name.startswith("sim_")}
+    assert {"orders", "notifications", "emails", "alembic_version"} <= tables

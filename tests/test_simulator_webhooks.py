@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shop.adyen.signature import is_valid
 from shop.db import db
@@ -182,6 +182,41 @@ def test_failed_delivery_is_retried_until_accepted(live_server_factory, receiver
     assert len(signatures) == 1
 
 
+def test_retries_are_one_ordered_queue_per_endpoint(live_server_factory, receiver):
+    """As at Adyen: while a webhook to an endpoint is failing, the ones after it wait; once it is
+    accepted, the rest follow, in order. The console's deliveries page says so meanwhile."""
+    receiver.statuses = [500]
+    # The first retry comes 9 s later on Adyen's schedule (scale 1): long enough to look meanwhile.
+    live = simulator(live_server_factory, receiver, BACKGROUND_WORKER=False, SIMULATOR_RETRY_SCALE=1)
+    _, first, _ = pay(live)
+    with live.app.app_context():
+        assert sender.deliver_due() == 1  # refused with a 500: the endpoint is failing now
+    _, second, _ = pay(live)
+    with live.app.app_context():
+        assert sender.deliver_due() == 0  # the second waits behind the first, although it is due
+        (endpoint,) = sender.endpoints()
+    assert [entry["status"] for entry in receiver.received] == [500]
+    assert (endpoint["url"], endpoint["failing"], endpoint["retries"], endpoint["waiting"]) == (
+        receiver.url,
+        True,
+        1,
+        1,
+    )
+    assert endpoint["failing_since"] == deliveries(live, first)[0]["history"][0]["at"]
+    assert deliveries(live, second)[0]["attempts"] == 0
+
+    with live.app.app_context():  # the retry's time comes
+        db.session.execute(update(SimWebhookDelivery).values(due_at=SimWebhookDelivery.created_at))
+        db.session.commit()
+        assert sender.deliver_due() == 1  # the first, accepted this time
+        assert sender.deliver_due() == 1  # then the one that waited
+        assert sender.endpoints() == []
+    sent = [
+        entry["json"]["notificationItems"][0]["NotificationRequestItem"]["pspReference"] for entry in receiver.received
+    ]
+    assert sent == [first, first, second]
+
+
 def test_unreachable_endpoint_is_retried_with_the_error_recorded(live_server_factory, receiver):
     with socket.socket() as probe:  # a loopback port with nobody listening
         probe.bind(("127.0.0.1", 0))
@@ -200,7 +235,7 @@ def test_delivery_gives_up_after_the_retry_period(live_server_factory, receiver)
     live = simulator(live_server_factory, receiver, SIMULATOR_RETRY_SCALE=2e-7)
     _, psp_reference, _ = pay(live)
     row = wait_for(lambda: (rows := deliveries(live, psp_reference)) and rows[0]["status"] == "failed" and rows[0])
-    assert row["attempts"] >= 3
+    assert row["attempts"] >= 2  # retried within the period (how often depends on the loop's pace)
     assert row["last_status_code"] == 500
     assert len(row["history"]) == min(row["attempts"], sender.HISTORY_LIMIT)
 
@@ -228,7 +263,7 @@ def test_a_claimed_delivery_is_not_sent_by_another_worker(live_server_factory, r
         SIMULATOR_WEBHOOK_URL=receiver.url,
     )
     with live.app.app_context():
-        [claim] = sender.claim_due()
+        [claim] = sender.QUEUE.claim(1)
     with other_worker.app_context():
         assert sender.deliver_due() == 0
     assert receiver.received == []
@@ -245,7 +280,7 @@ def test_a_delivery_whose_worker_died_mid_send_is_taken_over(live_server_factory
     live = simulator(live_server_factory, receiver, BACKGROUND_WORKER=False, SIMULATOR_DELIVERY_LEASE=0.3)
     _, psp_reference, _ = pay(live)
     with live.app.app_context():
-        [crashed_claim] = sender.claim_due()  # claimed, then the worker "dies" before sending
+        [crashed_claim] = sender.QUEUE.claim(1)  # claimed, then the worker "dies" before sending
         assert sender.deliver_due() == 0  # the lease still holds
         wait_for(sender.deliver_due)  # the lease ran out: another worker takes it over
         assert len(receiver.items()) == 1
@@ -253,7 +288,8 @@ def test_a_delivery_whose_worker_died_mid_send_is_taken_over(live_server_factory
         assert sender.deliver(crashed_claim) is False
     assert len(receiver.items()) == 1
     [row] = deliveries(live, psp_reference)
-    assert (row["status"], row["attempts"]) == ("delivered", 1)
+    # Two claims (the dead worker's counts, as on every queue of the shop), one POST, one attempt logged.
+    assert (row["status"], row["attempts"], len(row["history"])) == ("delivered", 2, 1)
 
 
 def test_queued_work_survives_a_restart(live_server_factory, receiver):

@@ -1,14 +1,19 @@
 """A faithful offline stand-in for Adyen's test Checkout API, the KNET hosted page and webhooks.
 
-Registered at /_sim only when ADYEN_ENVIRONMENT=simulator:
+A plug-in: create_app mounts it in simulator mode (the PLUGINS setting) through the extension points
+any plug-in would use, and the shop's own rooms never import it. It brings its own settings
+(config.py), routes at /_sim, background jobs, console pages, templates, and tables: an Alembic
+branch of their own (migrations/), so that a test or live database has none of them.
+
   api.py            POST /_sim/checkout/v71/{paymentMethods, payments, payments/details} (v70, v72 too)
   schema.py         each request read and checked as Adyen does, against the v71 spec's schemas
                     (checkout_v71_schemas.json, from scripts/extract_checkout_schemas.py)
   knet_page.py      GET/POST /_sim/knet/kpg/PaymentHTTP.htm, the KNET hosted payment page
-  sender.py         deliver_due(): the webhooks, signed and retried (called by shop/worker.py)
+  sender.py         the webhooks, signed and retried as Adyen does (a job of the shop's background loop)
   faults.py         injected faults (timeouts, errors, webhook delays…); fault_views.py: /_sim/faults
   payments.py       the simulator's payment store; outcomes.py the test cards and their results
   notifications.py  the webhook items; references.py pspReferences and redirect results
+  console_views.py  its console pages: the webhook outbox and the demo scenarios (scenarios.py)
 State lives in the sim_* tables (models.py), never in process memory.
 """
 
@@ -17,15 +22,26 @@ from flask import Blueprint
 bp = Blueprint("simulator", __name__, url_prefix="/_sim")
 
 
-def init_app(app, csrf):
-    from shop import worker
-    from shop.simulator import api, fault_views, knet_page, models, outcomes, sender  # noqa: F401  (routes register on import)
+def init_app(app, environ):
+    """Mount the simulator on `app`, with its settings read from `environ`."""
+    from shop import csrf, db, security, worker
+    from shop.simulator import api, config, fault_views, knet_page, models, outcomes, sender  # noqa: F401  (routes)
 
-    worker.register(app, "simulator webhook deliveries", sender.deliver_due)
+    # Its settings (and where the shop's Adyen client is to call); a value the app was given
+    # directly (tests do) wins.
+    for name, value in config.load_settings(environ, app.config["PUBLIC_BASE_URL"]).items():
+        if app.config.get(name) is None:
+            app.config[name] = value
+    db.add_schema(app, models.SimBase.metadata, models.MIGRATIONS_DIR)
 
+    # The simulated KNET page and the return are the shop itself: shoppers are sent there only.
+    security.payment_pages(app, [security.origin_of(app.config["PUBLIC_BASE_URL"])])
+    security.no_store(app, "/_sim")
+    security.plain_errors(app, "/_sim/checkout/")
     # Adyen's clients and the KNET page's form carry no CSRF token, as on the real services.
     # (The fault page, /_sim/faults, is the shop's own and checks its token itself.)
     csrf.exempt(bp)
     app.register_blueprint(bp)
+    worker.register(app, "simulator webhook deliveries", sender.deliver_due)
     # For templates/simulator/_test_cards.html, which the checkout page includes in simulator mode.
     app.jinja_env.globals["simulator_card_sheet"] = outcomes.card_sheet

@@ -5,12 +5,24 @@ started before a restart must still be payable, resolvable and notified after it
 Times are stored in UTC; SQLite gives them back without a zone, so read them through `as_utc`.
 """
 
+import os
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shop.db import db
+from shop.db import NAMING_CONVENTION, db
+
+# The simulator's own migrations, with a version table of their own (sim_alembic_version): run only
+# where the simulator is mounted (shop.db.add_schema).
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+
+
+class SimBase(DeclarativeBase):
+    """The simulator's tables: a metadata of their own, so that only a database the simulator runs
+    on has them (shop.db.add_schema)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def utcnow():
@@ -39,7 +51,7 @@ class SimPaymentStatus:
     EXPIRED = "expired"  # the offer expired first; OFFER_CLOSED is queued
 
 
-class SimPayment(db.Model):
+class SimPayment(SimBase):
     """A payment the simulated Adyen accepted through /payments."""
 
     __tablename__ = "sim_payments"
@@ -88,7 +100,7 @@ class SimPayment(db.Model):
         return " ".join(part for part in (self.shopper_first_name, self.shopper_last_name) if part)
 
 
-class SimIdempotentResponse(db.Model):
+class SimIdempotentResponse(SimBase):
     """The first response to a request with an Idempotency-Key, replayed for every retry."""
 
     __tablename__ = "sim_idempotent_responses"
@@ -107,7 +119,7 @@ class SimIdempotentResponse(db.Model):
 
 class DeliveryStatus:
     PENDING = "pending"  # waiting for due_at
-    DELIVERING = "delivering"  # claimed by one worker until lease_until
+    DELIVERING = "delivering"  # claimed by one worker until due_at (its lease, shop/jobs.py)
     DELIVERED = "delivered"  # the endpoint answered 2xx
     FAILED = "failed"  # retried for Adyen's whole retry period without a 2xx
     # Held back by an injected "webhook_out_of_order" fault, until the rest of its group is queued
@@ -115,7 +127,7 @@ class DeliveryStatus:
     HELD = "held"
 
 
-class SimWebhookDelivery(db.Model):
+class SimWebhookDelivery(SimBase):
     """One webhook (one NotificationRequestItem) that the simulated Adyen sends, with its attempts.
 
     The payload is stored unsigned; the HMAC signature is added at send time with the current key,
@@ -133,10 +145,8 @@ class SimWebhookDelivery(db.Model):
     payload: Mapped[dict] = mapped_column(JSON)
     target_url: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING, index=True)
+    # When it is due; while it is being delivered, the end of its worker's lease (shop/jobs.py).
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Set by the claim; only the worker holding this token may record the attempt.
-    claim_token: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_response_body: Mapped[str | None] = mapped_column(Text)
@@ -171,7 +181,7 @@ class SimWebhookDelivery(db.Model):
         return SimWebhookDelivery(**dict(fields, history=[], duplicate_of=self.id, **changes))
 
 
-class SimFault(db.Model):
+class SimFault(SimBase):
     """A fault injected into the simulated Adyen (shop/simulator/faults.py): what goes wrong, where,
     and how many more times. In the database, so every worker process sees the same faults."""
 

@@ -6,30 +6,35 @@ otherwise three quick retries, then a queue at 2 min, 5 min, 10 min, 15 min, 30 
 4 h, 8 h (and every 8 h) for up to 30 days. Here the schedule is multiplied by
 SIMULATOR_RETRY_SCALE (1/60 by default: minutes become seconds).
 
-Each due row is claimed by one conditional UPDATE (status → delivering, with a lease and a claim
-token), so several workers never send the same delivery twice; a row whose lease ran out (a crash
-mid-send) is claimed again. No transaction is open during the HTTP POST. The key, the signature
-and the password are never logged or stored.
+Retries are one ordered queue per endpoint, as at Adyen: while a webhook to an endpoint is failing,
+the ones queued after it wait, and when it is accepted the rest follow ("If a retry is successful,
+we continue with the next webhook in the queue"). `endpoints` says, for the console, which endpoint
+is failing since when, with how many retries, and how many webhooks wait behind it.
+
+Deliveries are claimed on the shop's job queue (shop/jobs.py: a lease, attempts as the claim's
+token), so several workers never send the same delivery twice, and one whose worker died is sent
+again when its lease ends. No transaction is open during the HTTP POST. The key, the signature and
+the password are never logged or stored.
 """
 
 import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import aliased
 
-from shop.db import db
+from shop import jobs
+from shop.db import db, transaction
 from shop.simulator import faults, notifications, payments
+from shop.simulator.config import SEND_TIMEOUT_SECONDS
 from shop.simulator.models import DeliveryStatus, SimWebhookDelivery, as_utc, run_update, utcnow
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_SECONDS = 10  # Adyen waits 10 s for the answer
 # Seconds before each retry, after the 1st, 2nd, … failed attempt; the last repeats.
 RETRY_DELAYS = (9, 9, 9, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800)
 RETRY_PERIOD = timedelta(days=30)
@@ -39,16 +44,24 @@ HISTORY_LIMIT = 50
 USER_AGENT = "Adyen HttpClient 1.0 (shop simulator)"
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A delivery this worker holds until lease_until: only its token may record the attempt."""
+def retry_delay(failed_attempts):
+    """Seconds until the next try after `failed_attempts` failures, on Adyen's scaled schedule."""
+    index = min(max(failed_attempts, 1), len(RETRY_DELAYS)) - 1
+    return RETRY_DELAYS[index] * _scale()
 
-    delivery_id: int
-    token: str
-    target_url: str
-    payload: dict
-    event_code: str
-    psp_reference: str
+
+QUEUE = jobs.Queue(
+    name="simulator webhook deliveries",
+    table=SimWebhookDelivery.__table__,
+    pending=DeliveryStatus.PENDING,
+    running=DeliveryStatus.DELIVERING,
+    failed=DeliveryStatus.FAILED,
+    due_column="due_at",
+    lease_setting="SIMULATOR_DELIVERY_LEASE",
+    max_attempts_setting=None,  # Adyen gives up after RETRY_PERIOD, whatever the count
+    backoff=retry_delay,
+    returning=("target_url", "payload", "event_code", "psp_reference", "queued_at", "history"),
+)
 
 
 def deliver_due():
@@ -60,64 +73,34 @@ def deliver_due():
     payments.expire_overdue()
     if faults.burst_active():
         return 0  # an injected outage: the backlog waits for faults.release_burst()
-    claims = claim_due()
+    claims = QUEUE.claim(BATCH_SIZE, where=_not_behind_a_failing_one(), order_by=_queue_order())
     for claim in claims:
         deliver(claim)
     return len(claims)
 
 
-def _due_condition(now):
-    return or_(
-        and_(SimWebhookDelivery.status == DeliveryStatus.PENDING, SimWebhookDelivery.due_at <= now),
-        # A worker died (or hung) while sending: its lease has run out, so take the row over.
-        and_(SimWebhookDelivery.status == DeliveryStatus.DELIVERING, SimWebhookDelivery.lease_until < now),
-    )
+def _queue_order():
+    table = SimWebhookDelivery.__table__
+    return (table.c.due_at, table.c.id)
 
 
-def claim_due(limit=BATCH_SIZE):
-    """Claim up to `limit` due deliveries for this worker; each claim is committed on its own."""
-    now = utcnow()
-    candidates = (
-        db.session.execute(
-            select(SimWebhookDelivery.id)
-            .where(_due_condition(now))
-            .order_by(SimWebhookDelivery.due_at, SimWebhookDelivery.id)
-            .limit(limit)
-        )
-        .scalars()
-        .all()
+def _not_behind_a_failing_one():
+    """Adyen's retries are one ordered queue per endpoint: while a webhook to an endpoint is failing
+    (tried, not yet accepted), the ones queued after it wait; once it is accepted, the rest follow."""
+    table = SimWebhookDelivery.__table__
+    failing = aliased(table)
+    return ~exists().where(
+        failing.c.target_url == table.c.target_url,
+        failing.c.status.in_((DeliveryStatus.PENDING, DeliveryStatus.DELIVERING)),
+        failing.c.last_error.is_not(None),  # its last attempt was not accepted
+        failing.c.id < table.c.id,
     )
-    db.session.commit()
-    lease = timedelta(seconds=current_app.config["SIMULATOR_DELIVERY_LEASE"])
-    claims = []
-    for delivery_id in candidates:
-        token = uuid.uuid4().hex
-        won = (
-            run_update(
-                update(SimWebhookDelivery)
-                .where(SimWebhookDelivery.id == delivery_id, _due_condition(now))
-                .values(status=DeliveryStatus.DELIVERING, lease_until=now + lease, claim_token=token)
-            ).rowcount
-            == 1
-        )
-        if won:
-            row = db.session.execute(
-                select(
-                    SimWebhookDelivery.target_url,
-                    SimWebhookDelivery.payload,
-                    SimWebhookDelivery.event_code,
-                    SimWebhookDelivery.psp_reference,
-                ).where(SimWebhookDelivery.id == delivery_id)
-            ).one()
-            claims.append(Claim(delivery_id, token, row.target_url, row.payload, row.event_code, row.psp_reference))
-        db.session.commit()
-    return claims
 
 
 def deliver(claim):
     """POST one claimed delivery and record the attempt. True if the endpoint accepted it (2xx)."""
-    if not _still_held(claim):
-        log.info("webhook delivery %s was taken over by another worker; not sending", claim.delivery_id)
+    if not QUEUE.holds(claim):
+        log.info("webhook delivery %s was taken over by another worker; not sending", claim.id)
         return False
     config = current_app.config
     body = json.dumps(notifications.signed(claim.payload, config["ADYEN_HMAC_KEY"]))
@@ -130,14 +113,14 @@ def deliver(claim):
             data=body.encode("utf-8"),
             headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
             auth=(config["WEBHOOK_USERNAME"] or "", config["WEBHOOK_PASSWORD"] or ""),
-            timeout=TIMEOUT_SECONDS,
+            timeout=SEND_TIMEOUT_SECONDS,
             # Adyen does not follow redirects: a 3xx is a failed delivery.
             allow_redirects=False,
         )
         status_code = response.status_code
         response_body = response.text[:RESPONSE_EXCERPT]
     except requests.Timeout:
-        error = f"no answer within {TIMEOUT_SECONDS} s"
+        error = f"no answer within {SEND_TIMEOUT_SECONDS} s"
     except requests.RequestException as exc:
         error = f"could not connect: {type(exc).__name__}"
     duration_ms = int((time.monotonic() - started) * 1000)
@@ -154,33 +137,15 @@ def deliver(claim):
     return accepted
 
 
-def _still_held(claim):
-    held = db.session.execute(
-        select(SimWebhookDelivery.id).where(
-            SimWebhookDelivery.id == claim.delivery_id,
-            SimWebhookDelivery.claim_token == claim.token,
-            SimWebhookDelivery.status == DeliveryStatus.DELIVERING,
-        )
-    ).first()
-    db.session.commit()
-    return held is not None
-
-
+@transaction
 def _record_attempt(claim, accepted, status_code, response_body, error, duration_ms):
+    """The attempt's outcome, if this worker still holds the claim (else the one that took the row
+    over records its own)."""
     now = utcnow()
-    row = db.session.execute(
-        select(SimWebhookDelivery.attempts, SimWebhookDelivery.history, SimWebhookDelivery.queued_at).where(
-            SimWebhookDelivery.id == claim.delivery_id, SimWebhookDelivery.claim_token == claim.token
-        )
-    ).first()
-    if row is None:  # our lease ran out and another worker took the row: its record wins
-        db.session.commit()
-        return
-    attempts = row.attempts + 1
-    history = list(row.history or [])[-(HISTORY_LIMIT - 1) :]
+    history = list(claim.history or [])[-(HISTORY_LIMIT - 1) :]
     history.append(
         {
-            "attempt": attempts,
+            "attempt": claim.attempts,
             "at": now.isoformat(timespec="milliseconds"),
             "status_code": status_code,
             "error": error,
@@ -188,38 +153,56 @@ def _record_attempt(claim, accepted, status_code, response_body, error, duration
         }
     )
     values = {
-        "attempts": attempts,
         "history": history,
         "last_status_code": status_code,
         "last_response_body": response_body,
-        "last_error": error,
         "last_attempt_at": now,
-        "lease_until": None,
-        "claim_token": None,
     }
     if accepted:
-        values.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
-    elif now - as_utc(row.queued_at) >= RETRY_PERIOD * _scale():
-        values.update(status=DeliveryStatus.FAILED)
-        log.warning("webhook delivery %s failed for the whole retry period; giving up", claim.delivery_id)
+        QUEUE.finish(claim, DeliveryStatus.DELIVERED, delivered_at=now, last_error=None, **values)
+    elif now - as_utc(claim.queued_at) >= RETRY_PERIOD * _scale():
+        QUEUE.finish(claim, DeliveryStatus.FAILED, last_error=error, **values)
+        log.warning("webhook delivery %s failed for the whole retry period; giving up", claim.id)
     else:
-        values.update(status=DeliveryStatus.PENDING, due_at=now + timedelta(seconds=retry_delay(attempts)))
-    run_update(
-        update(SimWebhookDelivery)
-        .where(SimWebhookDelivery.id == claim.delivery_id, SimWebhookDelivery.claim_token == claim.token)
-        .values(**values)
-    )
-    db.session.commit()
+        QUEUE.retry(claim, error or f"HTTP {status_code}", **values)
 
 
 def _scale():
     return float(current_app.config["SIMULATOR_RETRY_SCALE"])
 
 
-def retry_delay(failed_attempts):
-    """Seconds until the next try after `failed_attempts` failures, on Adyen's scaled schedule."""
-    index = min(max(failed_attempts, 1), len(RETRY_DELAYS)) - 1
-    return RETRY_DELAYS[index] * _scale()
+def endpoints():
+    """Each endpoint the simulator sends to, as Adyen's Customer Area shows it: failing (since when,
+    how many retries of the webhook at the head of its queue) or not, and how many webhooks wait."""
+    table = SimWebhookDelivery.__table__
+    waiting = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERING, DeliveryStatus.HELD)
+    rows = db.session.execute(
+        select(table.c.target_url, func.count())
+        .where(table.c.status.in_(waiting))
+        .group_by(table.c.target_url)
+        .order_by(table.c.target_url)
+    ).all()
+    result = []
+    for url, count in rows:
+        head = db.session.execute(
+            select(table.c.id, table.c.attempts, table.c.history, table.c.due_at)
+            .where(table.c.target_url == url, table.c.status.in_(waiting[:2]), table.c.last_error.is_not(None))
+            .order_by(table.c.id)
+            .limit(1)
+        ).first()
+        since = (head.history or [{}])[0].get("at") if head else None
+        result.append(
+            {
+                "url": url,
+                "failing": head is not None,
+                "failing_since": since,
+                "head_id": head.id if head else None,
+                "retries": head.attempts if head else 0,
+                "next_try": as_utc(head.due_at) if head else None,
+                "waiting": count - (1 if head else 0),
+            }
+        )
+    return result
 
 
 # Helpers for the developer console -----------------------------------------------------------
