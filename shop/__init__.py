@@ -17,12 +17,10 @@ import os
 
 from dotenv import load_dotenv
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DBAPIError
 
 from shop.config import load_settings
 
-csrf = CSRFProtect()
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,8 +75,7 @@ def create_app(test_config=None):
     from shop.storefront import bp as storefront_bp
 
     db.init_app(app)
-    csrf.init_app(app)
-    security.init_app(app)  # security headers, no-store, error pages, Host and size limits (config)
+    security.init_app(app)  # CSRF, security headers, no-store, error pages, Host and size limits (config)
     i18n.init_app(app)  # English and Arabic shopper pages (Flask-Babel)
     money.init_app(app)
     app.register_blueprint(storefront_bp)

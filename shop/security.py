@@ -20,12 +20,16 @@ from urllib.parse import urlsplit
 from flask import current_app, g, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import TemplateNotFound
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, IntegerConverter
 
 log = logging.getLogger(__name__)
+
+# Every POST carries the form's CSRF token, but those that cannot (the return from KNET, Adyen's
+# webhooks, the simulated Adyen's API): views opt out with `@csrf.exempt`.
+csrf = CSRFProtect()
 
 # Where Adyen may send the shopper for KNET (test and live): Adyen's hosted pages, and KNET's own.
 ADYEN_HOST_SUFFIXES = (".adyen.com", ".adyenpayments.com")
@@ -50,6 +54,7 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 
 def init_app(app):
+    csrf.init_app(app)
     app.extensions["security"] = {
         "no_store": list(NO_STORE_PREFIXES),
         "plain_errors": list(PLAIN_ERROR_PREFIXES),

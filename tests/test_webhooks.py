@@ -945,3 +945,32 @@ def test_webhook_needs_no_cookie_or_csrf_token(live_server):
     )
     assert response.text == "[accepted]"
     assert "Set-Cookie" not in response.headers
+
+
+def test_the_webhook_route_is_listed_and_flask_answers_it_as_the_receiver_does(app):
+    """`flask routes` shows POST /webhooks/adyen like every other route; the Receiver in front of
+    Flask answers it first, and Flask's own view gives the very same answers."""
+    from werkzeug.test import Client
+
+    rules = {rule.rule: (rule.endpoint, rule.methods) for rule in app.url_map.iter_rules()}
+    endpoint, methods = rules["/webhooks/adyen"]
+    assert endpoint == "webhooks.adyen" and "POST" in methods
+    reference = make_order(app)
+    body = envelope(item(app, reference))
+    headers = {"Content-Type": "application/json", "Authorization": _basic(app)}
+    in_front, flask_itself = Client(app.wsgi_app), Client(app.wsgi_app.wsgi_app)
+    for client in (in_front, flask_itself):
+        accepted = client.post("/webhooks/adyen", data=body, headers=headers)
+        refused = client.post("/webhooks/adyen", data=body, headers={"Content-Type": "application/json"})
+        assert (accepted.status_code, accepted.get_data(as_text=True)) == (200, "[accepted]")
+        assert (refused.status_code, refused.get_data(as_text=True)) == (401, "unauthorized")
+        assert "object-src 'none'" in accepted.headers["Content-Security-Policy"]
+    (row,) = notifications(app)
+    assert row.duplicates == 1  # the second delivery was counted as what it is
+
+
+def _basic(app):
+    import base64
+
+    pair = f"{app.config['WEBHOOK_USERNAME']}:{app.config['WEBHOOK_PASSWORD']}".encode()
+    return "Basic " + base64.b64encode(pair).decode()

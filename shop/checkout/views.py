@@ -14,12 +14,13 @@ from flask import abort, flash, redirect, render_template, request, session, url
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
-from shop import csrf, i18n, security
+from shop import i18n, security
 from shop.adyen import AdyenApiError, AdyenError
 from shop.checkout import bp, payments
 from shop.checkout.forms import CheckoutForm
 from shop.models import AttemptStatus, OrderStatus
 from shop.orders import state
+from shop.security import csrf
 from shop.storefront.cart import Cart
 
 log = logging.getLogger(__name__)

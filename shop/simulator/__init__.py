@@ -24,7 +24,8 @@ bp = Blueprint("simulator", __name__, url_prefix="/_sim")
 
 def init_app(app, environ):
     """Mount the simulator on `app`, with its settings read from `environ`."""
-    from shop import csrf, db, security, worker
+    from shop import db, security, worker
+    from shop.security import csrf
     from shop.simulator import api, config, fault_views, knet_page, models, outcomes, sender  # noqa: F401  (routes)
 
     # Its settings (and where the shop's Adyen client is to call); a value the app was given

@@ -7,7 +7,7 @@ is the shop's own, checks the token itself.
 
 from flask import flash, redirect, render_template, request, url_for
 
-from shop import csrf
+from shop.security import csrf
 from shop.simulator import bp, faults
 
 

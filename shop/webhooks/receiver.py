@@ -39,6 +39,8 @@ answer: the Host allowlist, the size limit, the security headers and errors with
 import hmac
 import logging
 
+import flask
+from flask import current_app
 from werkzeug.exceptions import RequestEntityTooLarge, SecurityError
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
@@ -75,26 +77,38 @@ class Receiver:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") not in PATHS:
             return self.wsgi_app(environ, start_response)
-        request = Request(environ)
-        headers = {}
         with self.app.app_context():
-            config = self.app.config
-            try:
-                status, text = 200, receive(request, self.app)
-            except Refused as refusal:
-                status, text, headers = refusal.status, refusal.text, refusal.headers or {}
-                if refusal.reason:
-                    size = request.content_length if refusal.body_size is None else refusal.body_size
-                    rejections.record(refusal.reason, status, request.remote_addr, size)
-            except Exception:  # a bug must not show Adyen a stack trace; it retries a 500
-                log.exception("webhook: unexpected error, answering 500")
-                status, text = 500, HTTP_STATUS_CODES[500]
-            body = text.encode("utf-8")
-            answer = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-            answer += security.baseline_headers(config)
-            answer += headers.items()
-        start_response(f"{status} {HTTP_STATUS_CODES[status]}", answer)
+            status, body, headers = answer(Request(environ), self.app)
+        start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
         return [body]
+
+
+def view():
+    """POST /webhooks/adyen as a Flask view: the route `flask routes` lists, which answers exactly as
+    the Receiver does (the Receiver answers first, in front of Flask)."""
+    status, body, headers = answer(flask.request, current_app)
+    return current_app.response_class(body, status=status, headers=headers)
+
+
+def answer(request, app):
+    """(status, body bytes, headers) for one delivery, in an app context. Refusals are logged (never
+    the body, a header or a credential) and counted in the rejection log."""
+    headers = {}
+    try:
+        status, text = 200, receive(request, app)
+    except Refused as refusal:
+        status, text, headers = refusal.status, refusal.text, refusal.headers or {}
+        if refusal.reason:
+            size = request.content_length if refusal.body_size is None else refusal.body_size
+            rejections.record(refusal.reason, status, request.remote_addr, size)
+    except Exception:  # a bug must not show Adyen a stack trace; it retries a 500
+        log.exception("webhook: unexpected error, answering 500")
+        status, text = 500, HTTP_STATUS_CODES[500]
+    body = text.encode("utf-8")
+    answered = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    answered += security.baseline_headers(app.config)
+    answered += headers.items()
+    return status, body, answered
 
 
 def receive(request, app):
