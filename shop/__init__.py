@@ -66,6 +66,8 @@ def create_app(test_config=None):
 
     app.register_blueprint(storefront_bp)
     app.register_blueprint(checkout_bp)
+    # Pages name their icon (static/favicon.svg); this is for the clients that ask for it anyway.
+    app.add_url_rule("/favicon.ico", "favicon", lambda: app.send_static_file("favicon.svg"))
     webhooks.init_app(app)  # POST /webhooks/adyen, answered before Flask's request machinery
 
     if app.config["ADYEN_ENVIRONMENT"] == "simulator":
