@@ -84,8 +84,8 @@ def notification_for(outcome):
 
 
 # The sheet shown next to the checkout in simulator mode (templates/simulator/_test_cards.html), the
-# same as the README's table. The notes are lazy strings: the checkout shows them in the shopper's
-# language (shop/translations), the console in English. `card` None: any card number.
+# same as the README's table. The notes after the result codes are lazy strings: the checkout shows
+# them in the shopper's language (shop/translations), the console in English. `card` None: any card.
 TEST_BANK_OPTION = "KNET Test Card [KNET1]"
 ANY_OTHER = _l("any other")
 TEST_CARDS = (
@@ -96,24 +96,24 @@ TEST_CARDS = (
         "expiry": ANY_OTHER,
         "pin": "1234",
         "result": "Refused",
-        "note": _l("a date in the past: expired card"),
+        "note": _l("(a date in the past: expired card)"),
     },
-    {"card": "8888880000000001", "expiry": "09/30", "pin": ANY_OTHER, "result": "Refused", "note": _l("wrong PIN")},
-    {"card": None, "expiry": "", "pin": "", "result": "Cancelled", "note": _l("press Cancel on the KNET page")},
-    {"card": "8888880000000003", "expiry": "09/30", "pin": "1234", "result": "Error", "note": _l("simulator only")},
+    {"card": "8888880000000001", "expiry": "09/30", "pin": ANY_OTHER, "result": "Refused", "note": _l("(wrong PIN)")},
+    {"card": None, "expiry": "", "pin": "", "result": "Cancelled", "note": _l("(the Cancel button)")},
+    {"card": "8888880000000003", "expiry": "09/30", "pin": "1234", "result": "Error", "note": _l("(simulator only)")},
     {
         "card": "8888880000000004",
         "expiry": "09/30",
         "pin": "1234",
         "result": "Pending",
-        "note": _l("then paid by webhook (simulator only)"),
+        "note": _l("(then paid by webhook; simulator only)"),
     },
     {
         "card": "8888880000000005",
         "expiry": "09/30",
         "pin": "1234",
         "result": "Received",
-        "note": _l("then failed by webhook (simulator only)"),
+        "note": _l("(then failed by webhook; simulator only)"),
     },
 )
 

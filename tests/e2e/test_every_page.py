@@ -7,6 +7,8 @@ simulator (tests/e2e/tour.py), and each is looked at in place, at every width an
 schemes, by resizing the window and switching prefers-color-scheme, without loading it again.
 """
 
+import re
+
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
@@ -22,8 +24,9 @@ AXE_WIDTH = 390  # axe looks at each page once per scheme, at a phone's width
 EXPLAINED = {}
 
 # What a person sees as broken: the page scrolls sideways, or an element sticks out of the window or of
-# a box that clips it, or content spills out of its box. An element inside a box that scrolls
-# sideways (a wide console table in its .table-wrap) is reachable, so it is not counted.
+# a box that clips it, or content spills out of its box (an element inside a box that scrolls
+# sideways, a wide console table in its .table-wrap, is reachable: not counted); a form control in
+# another typeface than the text; buttons side by side of different heights.
 LAYOUT_PROBLEMS = """() => {
   const width = document.documentElement.clientWidth;
   const problems = [];
@@ -69,6 +72,30 @@ LAYOUT_PROBLEMS = """() => {
         && el.scrollWidth > el.clientWidth + 1) {
       problems.push(`${name(el)}: its content is ${el.scrollWidth} px wide in ${el.clientWidth} px`);
     }
+  }
+  // Form controls in the page's typeface; buttons side by side in a row, one height.
+  const typeface = getComputedStyle(document.body).fontFamily;
+  const rows = new Map();
+  for (const control of document.body.querySelectorAll("button, input, select, textarea, .button")) {
+    const box = control.getBoundingClientRect();
+    if (box.width <= 1 || box.height <= 1) continue;
+    if (control.matches("button, input, select, textarea") && getComputedStyle(control).fontFamily !== typeface) {
+      problems.push(`${name(control)} is not in the page's typeface`);
+    }
+    if (!control.matches("button, .button")) continue;
+    let row = control.parentElement;
+    while (row && !(getComputedStyle(row).display.endsWith("flex") && getComputedStyle(row).flexDirection === "row")) {
+      row = row.parentElement;
+    }
+    if (!row || row === document.body) continue;
+    const same = (rows.get(row) || []).filter((other) => other.bottom > box.top && other.top < box.bottom);
+    for (const other of same) {
+      if (Math.abs(other.height - box.height) > 1) {
+        const heights = `${Math.round(box.height)} px tall beside a ${Math.round(other.height)} px button`;
+        problems.push(`${name(control)} is ${heights}`);
+      }
+    }
+    rows.set(row, [...(rows.get(row) || []), box]);
   }
   return [...new Set(problems)];
 }"""
@@ -127,11 +154,17 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def tab(browser, request):
+def tab(browser):
     context = browser.new_context(viewport={"width": AXE_WIDTH, "height": 800})
     page = context.new_page()
     page.set_default_timeout(15_000)
-    errors = []  # a script error, something the CSP refused, a file that failed to load (a favicon…)
+    # A script error, something the CSP refused, a file that failed to load (a favicon…), or a request
+    # that leaves the machine: every page works offline (axe too: its script comes with the package).
+    errors = []
+    context.route(
+        re.compile(r"^(?!https?://127\.0\.0\.1[:/]|about:|data:)"),
+        lambda route: (errors.append(f"left the machine: {route.request.url}"), route.abort()),
+    )
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
     page.on(
