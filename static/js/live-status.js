@@ -53,6 +53,7 @@
       if (!fresh) { window.location.reload(); return; }
       var region = root.querySelector("[data-live-region]");
       var freshRegion = fresh.querySelector("[data-live-region]");
+      var hadFocus = root.contains(document.activeElement);
       // Everything but the live region is replaced as it comes; the region takes the new words.
       Array.prototype.slice.call(root.children).forEach(function (child) {
         if (child !== region) { root.removeChild(child); }
@@ -69,6 +70,11 @@
         if (fresh.hasAttribute(name)) { root.setAttribute(name, fresh.getAttribute(name)); } else { root.removeAttribute(name); }
       });
       document.title = page.title;
+      if (hadFocus && !root.contains(document.activeElement)) {
+        // The focused button (Check again) is gone: the keyboard goes on from the next thing to do.
+        var next = root.querySelector("button, a[href]");
+        if (next) { next.focus(); }
+      }
       start();
     });
   }

@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 
 from shop.simulator import faults
 from shop.storefront.catalog import get_product
+from tests.console_helpers import CONSOLE_PAGES
 from tests.e2e.journeys import BrowserShopper
 
 TRANSLATIONS = Path(__file__).resolve().parents[2] / "shop" / "translations"
@@ -201,16 +202,7 @@ class ConsoleTour:
         release_webhooks(self.server)
         expect(page.locator("#order-status")).to_have_text("paid", timeout=RESULT_TIMEOUT)  # no reload
         yield "console-timeline"
-        for path in (
-            "/console/orders",
-            "/console/orders?page=2",
-            "/console/webhooks",
-            "/console/deliveries",
-            "/console/emails",
-            "/console/test-cards",
-            "/console/doctor",
-            "/console/doctor?check=1",
-            "/_sim/faults",
-        ):
+        others = [path for path in CONSOLE_PAGES if path != "/console/demo"]
+        for path in [*others, "/console/orders?page=2", "/_sim/faults"]:
             page.goto(url + path)
             yield "console-" + path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-")
