@@ -80,6 +80,8 @@ def create_app(test_config=None):
     money.init_app(app)
     app.register_blueprint(storefront_bp)
     app.register_blueprint(checkout_bp)
+    # Pages name their icon (static/favicon.svg); this is for the clients that ask for it anyway.
+    app.add_url_rule("/favicon.ico", "favicon", lambda: app.send_static_file("favicon.svg"))
     webhooks.init_app(app)  # POST /webhooks/adyen
     worker.init_app(app)  # the background loop's jobs (started below, once plug-ins added theirs)
     console.init_app(app)  # /console and the `flask adyen|orders|webhooks` commands

@@ -6,8 +6,10 @@ The language of a shopper page is the first of these that applies:
   3. the browser's Accept-Language, if it asks for Arabic or English;
   4. the language of the SHOPPER_LOCALE setting (en-KW unless set).
 
-Only the shopper rooms (storefront, checkout, and the language switch) are translated. The
-simulator has its own English/Arabic KNET page (it follows `shopperLocale`); other pages stay English.
+Only the shopper rooms (storefront, checkout, and the language switch) are translated, and the error
+pages of addresses that are no room's (a 404 has no blueprint), so a shopper's mistyped link gets
+their language. The simulator has its own English/Arabic KNET page (it follows `shopperLocale`);
+other pages stay English (the console, the simulator's developer pages).
 The order's `shopperLocale` for Adyen is the page language in Kuwait: en-KW or ar-KW.
 
 Strings live in shop/translations/<lang>/LC_MESSAGES/messages.po; `make translations` extracts
@@ -31,6 +33,8 @@ RTL_LANGUAGES = frozenset({"ar"})
 SESSION_KEY = "lang"
 # Blueprints whose pages are translated; every other page is English.
 SHOPPER_BLUEPRINTS = frozenset({"storefront", "checkout", "i18n"})
+# Addresses of the developer rooms, English also when no route matched them (their 404s).
+DEVELOPER_PATHS = ("/console", "/_sim")
 TRANSLATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "translations")
 
 babel = Babel()
@@ -54,11 +58,18 @@ def _is_shopper_page():
     return has_request_context() and request.blueprint in SHOPPER_BLUEPRINTS
 
 
+def _speaks_shopper_language():
+    """A shopper page, or the error page of an address that matched no route (404, 405, a refused Host)."""
+    if request.url_rule is None:
+        return not request.path.startswith(DEVELOPER_PATHS)
+    return request.blueprint in SHOPPER_BLUEPRINTS
+
+
 def select_language():
     """Flask-Babel's locale selector (see the module docstring for the order)."""
     if not has_request_context():
         return default_language()  # the worker: emails choose theirs with force_locale
-    if request.blueprint not in SHOPPER_BLUEPRINTS:
+    if not _speaks_shopper_language():
         return "en"
     chosen = session.get(SESSION_KEY)
     if chosen in LANGUAGES:
@@ -148,7 +159,7 @@ def _template_context():
 
 
 def _vary_on_language(response):
-    if _is_shopper_page():
+    if _speaks_shopper_language():
         response.vary.add("Accept-Language")
     return response
 

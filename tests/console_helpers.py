@@ -60,7 +60,7 @@ def run_scenario(server, name, http=None):
 
 
 def wait_for_status(server, order_id, status, timeout=20):
-    """Reload the timeline (as its meta refresh does) until the order shows `status`."""
+    """Reload the timeline (as its Check again does) until the order shows `status`."""
     deadline = time.monotonic() + timeout
     while True:
         page = requests.get(f"{server.url}/console/orders/{order_id}", timeout=20)

@@ -80,7 +80,7 @@ class Shopper:
         return response
 
     def wait_for_text(self, path, text, timeout=15):
-        """Reload a page (as its meta refresh does) until it shows `text`."""
+        """Reload a page (as its Check again does) until it shows `text`."""
         deadline = time.monotonic() + timeout
         while True:
             page = self.get(path)

@@ -9,7 +9,10 @@ import pytest
 
 from shop.db import db
 from shop.models import ApiCall, Order, OrderStatus
+from shop.simulator import faults
+from tests.fault_helpers import in_context
 from tests.shopper import GOOD_CARD, Shopper, forms_of, text_of
+from tests.webhook_helpers import wait_for
 
 PSP_REFERENCE = re.compile(r"\b[A-Z0-9]{16}\b")
 
@@ -121,9 +124,10 @@ def test_each_outcome_shows_the_docs_message(live_server_factory, card, action, 
     assert order.status == OrderStatus.PENDING  # the redirect never decides the order
     assert result.headers["Cache-Control"] == "no-store"
     if title.startswith("Payment ") and "successful" not in title:
-        assert "Try again" in text and "Choose another payment method" in text
+        # KNET is the only payment method: one way to try again, not two buttons to the same page.
+        assert text.count("Try again") == 1 and "Choose another payment method" not in text
     else:
-        assert "Continue shopping" in text
+        assert "Continue shopping" in text and "Try again" not in text
 
 
 def test_error_keeps_its_refusal_reason_for_developers_only(live_server_factory):
@@ -253,7 +257,7 @@ def test_pending_return_replayed_gives_the_same_answer(live_server_factory):
     return_url = return_url_of(result)
     assert "Order received" in text_of(shopper.get(return_url).text)
     assert only_order(server).result_code == "Pending"
-    assert 'http-equiv="refresh"' in result.text  # it waits for the webhook
+    assert "Check again" in text_of(result.text)  # it waits for the webhook
 
 
 def test_missing_redirect_result_gets_a_clear_page_and_no_api_call(live_server):
@@ -335,7 +339,7 @@ def test_result_page_shows_the_webhook_verdict_once_it_lands(live_server_factory
     result = shopper.pay_on_knet(knet_page, card_number="8888880000000004")
     path = urlsplit(result.url).path
     page = shopper.wait_for_text(path, "We are preparing your order")
-    assert 'http-equiv="refresh"' not in page.text
+    assert "Check again" not in text_of(page.text)
     assert only_order(server).status == OrderStatus.PAID
 
 
@@ -354,3 +358,95 @@ def test_post_action_renders_an_auto_submitting_form_with_a_visible_button(live_
     assert "Card Number" in text_of(knet_page.text)
     result = shopper.pay_on_knet(knet_page)
     assert "Payment successful" in text_of(result.text)
+
+
+# While the result waits, and when it is a failure -------------------------------------------------
+
+
+def held_webhooks(live_server_factory):
+    """A server whose simulator holds every webhook until release(server)."""
+    server = live_server_factory(ENV={"SIMULATOR_WEBHOOK_DELAY": "0", "SIMULATOR_PENDING_DELAY": "0"})
+    in_context(server, lambda: faults.inject("webhooks", "webhook_burst", count=None))
+    return server
+
+
+def release(server):
+    in_context(server, faults.release_burst)
+
+
+def test_a_waiting_page_asks_a_status_that_tells_it_nothing_else(live_server_factory):
+    server = held_webhooks(live_server_factory)
+    shopper, knet_page = shopper_at_knet(server)
+    result = shopper.pay_on_knet(knet_page, card_number="8888880000000004")
+    token = only_order(server).token
+    # The page waits without reloading itself (no <meta refresh>): its script asks the status URL;
+    # without JavaScript, the shopper presses Check again, a link to the same page.
+    assert 'http-equiv="refresh"' not in result.text
+    assert f'data-status-url="/orders/{token}/status"' in result.text and "/static/js/live-status.js" in result.text
+    assert f'href="/orders/{token}" data-check-now' in result.text and "Check again" in text_of(result.text)
+
+    status = Shopper(server.url).get(f"/orders/{token}/status")  # the token is the key: no session needed
+    assert status.status_code == 200 and status.headers["Content-Type"] == "application/json"
+    assert status.headers["Cache-Control"] == "no-store"
+    assert status.json() == {"state": "pending", "waiting": True}  # no amount, reference or shopper data
+    release(server)
+    wait_for(lambda: shopper.get(f"/orders/{token}/status").json() == {"state": "paid", "waiting": False})
+    assert "We are preparing your order" in text_of(shopper.get(f"/orders/{token}").text)
+    assert shopper.get("/orders/no-such-token/status").status_code == 404
+
+
+def test_try_again_after_received_then_failed_puts_the_orders_items_back(live_server_factory):
+    server = held_webhooks(live_server_factory)
+    shopper = Shopper(server.url)
+    shopper.add_to_cart("medjool-dates", 2)
+    shopper.add_to_cart("dallah-mug", 1)
+    result = shopper.pay_on_knet(shopper.place_order(), card_number="8888880000000005")
+    assert "Order received" in text_of(result.text)
+    assert "Your cart is empty" in text_of(shopper.get("/cart").text)  # the order was placed
+    release(server)
+    page = shopper.wait_for_text(urlsplit(result.url).path, "The payment failed, so we cancelled the order.")
+    assert text_of(page.text).count("Try again") == 1
+    order = only_order(server)
+
+    # The items come from the order and the catalog; what the form carries besides the CSRF token is ignored.
+    index = next(i for i, f in enumerate(forms_of(page.text)) if f["action"].endswith("/try-again"))
+    checkout = shopper.submit(page, index, product_id="dallah-mug", quantity="9", price="1")
+    assert urlsplit(checkout.url).path == "/checkout"
+    text = text_of(checkout.text)
+    assert f"Order {order.reference} was not paid, and nothing was charged. Its items are back in your cart" in text
+    assert "Pay 28.750 KWD with KNET" in text  # 2 × 12.500 + 3.750
+    assert shopper.get("/cart").text.count('class="num line-total"') == 2
+
+    # Paid again from here: a new order, the failed one stays as it was.
+    knet_page = shopper.submit(
+        checkout, next(i for i, f in enumerate(forms_of(checkout.text)) if "first_name" in f["fields"])
+    )
+    assert "Payment successful" in text_of(shopper.pay_on_knet(knet_page).text)
+    with server.app.app_context():
+        statuses = dict(db.session.execute(db.select(Order.reference, Order.status)).all())
+    assert len(statuses) == 2 and statuses[order.reference] == OrderStatus.FAILED
+
+
+def test_try_again_leaves_a_cart_with_something_in_it_and_needs_the_csrf_token(live_server_factory):
+    server = live_server_factory(ENV={"SIMULATOR_WEBHOOK_DELAY": "600"})
+    shopper, knet_page = shopper_at_knet(server)
+    result = shopper.pay_on_knet(knet_page, pin="9999")  # Refused: the cart stays as it was
+    token = only_order(server).token
+    assert shopper.http.post(f"{server.url}/orders/{token}/try-again", timeout=10).status_code == 400
+    checkout = shopper.submit(
+        result, next(i for i, f in enumerate(forms_of(result.text)) if "try-again" in f["action"])
+    )
+    assert urlsplit(checkout.url).path == "/checkout"
+    assert "back in your cart" not in text_of(checkout.text) and "Pay 12.500 KWD with KNET" in text_of(checkout.text)
+
+
+def test_try_again_on_a_paid_order_goes_back_to_it(live_server_factory):
+    server = live_server_factory(ENV={"SIMULATOR_WEBHOOK_DELAY": "0"})
+    shopper, knet_page = shopper_at_knet(server)
+    result = shopper.pay_on_knet(knet_page)
+    page = shopper.wait_for_text(urlsplit(result.url).path, "We are preparing your order")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', shopper.get("/").text).group(1)
+    token = only_order(server).token
+    answer = shopper.http.post(f"{server.url}/orders/{token}/try-again", data={"csrf_token": csrf}, timeout=10)
+    assert urlsplit(answer.url).path == f"/orders/{token}" and "Try again" not in text_of(page.text)
+    assert "Your cart is empty" in text_of(shopper.get("/cart").text)

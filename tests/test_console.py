@@ -26,12 +26,13 @@ from tests.console_helpers import (
     count,
     order_id_from,
     post_form,
+    release_webhooks,
     run_scenario,
     settled,
     steps_of,
     wait_for_status,
 )
-from tests.shopper import forms_of, text_of
+from tests.shopper import Shopper, forms_of, text_of
 from tests.webhook_helpers import envelope, in_app, item, make_order, post, wait_for
 
 FULL_TEST_ENV = {
@@ -143,6 +144,28 @@ def test_timeline_shows_post_redirect_and_post_return_with_their_parameters(live
     assert re.search(r"redirectResult X6XtfGC3!\S{3}… ", text)
 
 
+def test_a_timeline_that_is_not_final_asks_for_news_instead_of_reloading(app):
+    client = app.test_client()
+    with app.app_context():
+        waiting, final = (
+            db.session.execute(select(Order.id).filter_by(reference=make_order(app, status=status))).scalar()
+            for status in ("pending", "paid")
+        )
+    page = client.get(f"/console/orders/{waiting}").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in page and "/static/js/live-status.js" in page
+    assert f'data-status-url="/console/orders/{waiting}/status"' in page and "Check again" in text_of(page)
+    first = client.get(f"/console/orders/{waiting}/status")
+    assert first.headers["Cache-Control"] == "no-store" and first.json["waiting"] is True
+    with app.app_context():
+        db.session.add(OrderEvent(order_id=waiting, kind="webhook", summary="AUTHORISATION success=true received"))
+        db.session.commit()
+    assert client.get(f"/console/orders/{waiting}/status").json["state"] != first.json["state"]  # a new step
+    done = client.get(f"/console/orders/{final}").get_data(as_text=True)
+    assert "data-status-url" not in done and "Check again" not in text_of(done)
+    assert client.get(f"/console/orders/{final}/status").json["waiting"] is False
+    assert client.get("/console/orders/999999/status").status_code == 404
+
+
 def test_orders_page_lists_orders_with_state_and_flags(live_server):
     reference = make_order(live_server.app, status="paid", needs_refund_decision=True)
     page = requests.get(live_server.url + "/console/orders", timeout=10)
@@ -153,6 +176,48 @@ def test_orders_page_lists_orders_with_state_and_flags(live_server):
     assert reference in found.text
     none = requests.get(live_server.url + "/console/orders", params={"q": "NO-SUCH-ORDER"}, timeout=10)
     assert reference not in none.text
+
+
+def test_every_list_is_paged_newest_first_keeping_the_search(tmp_path):
+    app = build_app(tmp_path, CONSOLE_PAGE_SIZE=2)
+    references = [make_order(app, reference=f"PAGED-{n}") for n in range(5)]
+    with app.app_context():
+        db.session.add_all(Email(to="fatima@example.com", subject=f"Email {n}", body="…") for n in range(3))
+        db.session.commit()
+        for _ in range(3):
+            rejections.record("bad signature", 401, "127.0.0.1", 10)
+    client = app.test_client()
+    first = client.get("/console/orders").get_data(as_text=True)
+    assert references[4] in first and references[3] in first and references[2] not in first
+    assert "Page 1 of 3" in text_of(first) and "(5 orders)" in text_of(first)
+    assert 'href="/console/orders?page=2" rel="next"' in first
+    last = client.get("/console/orders?page=3").get_data(as_text=True)
+    assert references[0] in last and references[1] not in last and 'rel="prev"' in last and 'rel="next"' not in last
+    assert references[0] in client.get("/console/orders?page=99").get_data(as_text=True)  # the nearest page
+    found = client.get("/console/orders?q=PAGED&page=2").get_data(as_text=True)
+    assert references[2] in found and 'href="/console/orders?q=PAGED&amp;page=3"' in found
+    emails = text_of(client.get("/console/emails?page=2").get_data(as_text=True))
+    assert "Email 0" in emails and "Email 2" not in emails and "(3 emails)" in emails
+    # The inbox's two lists have a page each.
+    inbox = client.get("/console/webhooks?rejected=2").get_data(as_text=True)
+    assert "(3 refused requests)" in text_of(inbox) and 'href="/console/webhooks?rejected=1" rel="prev"' in inbox
+
+
+def test_console_tables_label_every_column_and_let_shopper_text_set_its_direction(live_server_factory):
+    server = live_server_factory(ENV=HELD)
+    shopper = Shopper(server.url)
+    shopper.get("/language/ar?next=/")
+    shopper.add_to_cart("medjool-dates", 1)
+    shopper.pay_on_knet(shopper.place_order())
+    release_webhooks(server)
+    wait_for(lambda: count(server.app, Email) == 1, message="the Arabic email")
+    for path in ("/console/webhooks", "/console/deliveries", "/console/emails", "/console/orders"):
+        page = requests.get(server.url + path, timeout=10).text
+        assert not re.search(r"<th[^>]*>\s*</th>", page), path  # each header says what its column is
+    emails = requests.get(server.url + "/console/emails", timeout=10).text
+    # An Arabic subject ends with the reference: in a right-to-left cell its colon and reference read right.
+    assert re.search(r'<td dir="auto">[^<]*تمت عملية الدفع[^<]*KNET-', emails)
+    assert '<pre dir="auto">مرحبًا Fatima،' in emails
 
 
 # --- Demo scenarios ---------------------------------------------------------------------------
@@ -521,6 +586,23 @@ def test_timeline_masks_shopper_data_in_test_mode(tmp_path):
             assert personal not in page, (path, personal)
     page = text_of(client.get(f"/console/orders/{order_id}").get_data(as_text=True))
     assert '"shopperEmail": "f***@example.com"' in page and "+965****0000" in page
+
+
+def test_doctor_in_simulator_mode_marks_no_setting_as_missing(live_server):
+    page = requests.get(live_server.url + "/console/doctor", timeout=20).text
+    assert "The simulator needs none of these" in text_of(page)
+    assert 'class="setting setting-not-set"' not in page  # no red pill: nothing is missing in this mode
+    assert re.search(r"<code>ADYEN_HMAC_KEY_PREVIOUS</code>.*?class=\"setting setting-optional\">not set<", page, re.S)
+
+
+def test_doctor_in_test_mode_shows_what_live_mode_will_need_as_a_note(tmp_path):
+    app = app_in(tmp_path, dict(FULL_TEST_ENV, CONSOLE_PASSWORD="pw-123456"), WTF_CSRF_ENABLED=False)
+    client = app.test_client()
+    client.post("/console/login", data={"password": "pw-123456"})
+    page = client.get("/console/doctor").get_data(as_text=True)
+    assert "The simulator needs none of these" not in text_of(page)
+    assert re.search(r"<code>ADYEN_LIVE_URL_PREFIX</code>.*?class=\"setting setting-optional\">not set<", page, re.S)
+    assert re.search(r"<code>ADYEN_API_KEY</code>.*?class=\"setting setting-set\">set<", page, re.S)
 
 
 def test_doctor_shows_which_settings_are_set_never_their_values(live_server_factory):

@@ -38,6 +38,16 @@ def test_adyen_check_fails_when_the_endpoint_does_not_answer(live_server):
     assert "[skip] KNET is offered" in result.output
 
 
+def test_adyen_check_in_simulator_mode_says_to_start_the_shop(app):
+    # The simulator is the shop's own /_sim: with the shop not running there is nothing to ask, and
+    # nothing is wrong with the settings, so the check says what to do and does not fail.
+    result = cli(app, "adyen", "check")
+    assert result.exit_code == 0, result.output
+    assert "[warn] Adyen endpoint answers: Not checked: the simulator is part of the shop" in result.output
+    assert "Start it (make run) and run the check again" in result.output
+    assert "[skip] KNET is offered" in result.output and "could not connect" not in result.output
+
+
 def test_adyen_check_fails_on_a_refused_key_or_merchant_account(live_server_factory):
     shop = live_server_factory()
     # Another "Adyen" (a second simulator) that knows neither this shop's key nor its account.

@@ -122,9 +122,8 @@ def test_arabic_pages_render_right_to_left_with_arabic_names_and_amounts(live_se
     checkout = shopper.checkout_page()
     assert RTL_HTML in checkout.text
     assert "ادفع 7.500 د.ك عبر كي نت" in text_of(checkout.text)
-    assert english_words(checkout.text) == []
-    # The simulator's test-card sheet stays English, and says so to screen readers.
-    assert '<div lang="en" dir="ltr">' in checkout.text
+    assert english_words(checkout.text) == []  # the simulator's test-card sheet too
+    assert "بطاقات الاختبار في المحاكي" in text_of(checkout.text)
 
 
 def test_english_is_the_default_and_accept_language_can_ask_for_arabic(live_server):
@@ -199,6 +198,29 @@ def test_switch_never_sends_the_shopper_to_another_site(live_server, target):
     assert response.status_code == 303
     assert response.headers["Location"] == "/"
     assert "Set-Cookie: x" not in str(response.headers)
+
+
+def test_error_pages_speak_the_shoppers_language(live_server):
+    """A 404 has no room of its own: it speaks the shopper's language, so does every shopper page's error."""
+    stranger = Shopper(live_server.url)
+    asked = stranger.get("/no-such-page", headers={"Accept-Language": "ar-KW,ar;q=0.9"})
+    assert asked.status_code == 404 and RTL_HTML in asked.text
+    assert "الصفحة غير موجودة" in text_of(asked.text) and english_words(asked.text) == []
+    assert "Accept-Language" in asked.headers["Vary"]
+    assert LTR_HTML in stranger.get("/no-such-page").text and "Page not found" in stranger.get("/no-such-page").text
+
+    shopper = arabic_shopper(live_server)  # chose Arabic; the browser asks for nothing
+    for path, status, words in (
+        ("/orders/no-such-order", 404, "الصفحة غير موجودة"),  # e.g. a link from an Arabic email, mistyped
+        ("/cart/add", 405, "هذا الإجراء غير متاح هنا"),
+    ):
+        page = shopper.get(path)
+        assert page.status_code == status and RTL_HTML in page.text and words in text_of(page.text), path
+    expired = shopper.http.post(live_server.url + "/cart/add", data={"product_id": "dallah-mug"}, timeout=10)
+    assert expired.status_code == 400 and "انتهت صلاحية هذه الصفحة" in text_of(expired.text)
+    # The developer rooms stay English, also where no route matched.
+    for path in ("/console/orders/999999", "/console/no-such-page", "/_sim/no-such-page"):
+        assert LTR_HTML in shopper.get(path).text, path
 
 
 def test_unknown_language_is_404(live_server):
@@ -353,7 +375,7 @@ def test_webhook_outcomes_in_arabic_on_the_page_and_in_the_email(
     title, message = expected
     page = shopper.wait_for_text(path, message, timeout=20)
     assert RTL_HTML in page.text and title in text_of(page.text)
-    assert 'http-equiv="refresh"' not in page.text
+    assert "تحقّق مرة أخرى" not in text_of(page.text)  # no Check again: the order is final
     order = only_order(server)
     assert english_words(page.text, order.reference, order.psp_reference or "") == []
     # The email is in the order's language too.

@@ -59,12 +59,14 @@ def shop_pages(live_server):
         "cart": (get("/cart"), 200, False),
         "checkout": (get("/checkout"), 200, True),
         "result": (get(f"/orders/{order.token}"), 200, True),
+        "result status": (get(f"/orders/{order.token}/status"), 200, True),
         "pay": (get(f"/orders/{order.token}/pay"), 303, True),
         "return": (get(f"/checkout/return/{order.token}"), 400, True),
         "knet page": (knet, 200, True),
         "fault page": (get("/_sim/faults"), 200, True),
         "stylesheet": (get("/static/style.css"), 200, False),
         "logo": (get("/static/logos/knet.svg"), 200, False),
+        "icon": (get("/favicon.ico"), 200, False),
         "not found": (get("/no-such-page"), 404, False),
         "wrong method": (get("/cart/add"), 405, False),
         "webhook": (requests.post(live_server.url + "/webhooks/adyen", data=b"{}", timeout=10), 401, False),
@@ -96,6 +98,8 @@ def test_error_pages_are_friendly(shop_pages):
     assert "POST" in wrong_method.headers["Allow"]
     webhook, _, _ = shop_pages["webhook"]
     assert "<html" not in webhook.text  # Adyen gets plain text, not a page
+    icon, _, _ = shop_pages["icon"]  # for the clients that ask for /favicon.ico whatever the page says
+    assert icon.headers["Content-Type"].startswith("image/svg+xml") and "<svg" in icon.text
 
 
 def test_test_mode_allows_adyen_and_knet_pages_and_sends_hsts(tmp_path):
@@ -199,7 +203,7 @@ def test_templates_have_no_inline_script_style_or_event_handlers():
 
 
 def test_static_scripts_are_files_the_csp_allows(live_server):
-    for path in ("/static/js/autosubmit.js", "/static/simulator/autosubmit.js"):
+    for path in ("/static/js/autosubmit.js", "/static/js/live-status.js", "/static/simulator/autosubmit.js"):
         response = requests.get(live_server.url + path, timeout=10)
         assert response.status_code == 200 and "javascript" in response.headers["Content-Type"]
         assert response.headers["X-Content-Type-Options"] == "nosniff"

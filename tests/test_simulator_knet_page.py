@@ -11,7 +11,7 @@ from flask import render_template_string
 from sqlalchemy import func, select
 
 from shop.db import db
-from shop.simulator import payments
+from shop.simulator import outcomes, payments
 from shop.simulator.models import SimPayment, SimWebhookDelivery
 from tests.conftest import LiveServer
 from tests.simulator_helpers import (
@@ -61,6 +61,10 @@ def test_page_has_every_field_with_a_visible_label(server):
     assert re.search(r'<button type="submit" name="action" value="cancel"[^>]*>Cancel</button>', text)
     assert "12.500 KWD" in text
     assert server.app.config["SIMULATOR_MERCHANT_NAME"] in text
+    # A heading, every part in a landmark, and the shop's own KNET logo (one mark in the whole flow).
+    assert re.search(r'<h1 class="gateway-title">KNET Payment Gateway</h1>', text)
+    assert re.search(r'<header class="gateway-header">\s*<img class="knet-mark" src="/static/logos/knet.svg"', text)
+    assert re.search(r'<main class="gateway-body">\s*<p class="sim-note">', text)
     # Its own stylesheet, no inline script: it works with JavaScript off and under a strict CSP.
     assert "/static/simulator/knet.css" in text and "<script" not in text
     assert requests.get(server.url + "/static/simulator/knet.css", timeout=10).status_code == 200
@@ -77,6 +81,7 @@ def test_arabic_shopper_locale_gives_an_arabic_page(server):
     page = requests.get(answer["action"]["url"], timeout=10).text
     assert '<html lang="ar" dir="rtl">' in page
     assert "رقم البطاقة" in page
+    assert '<dd class="amount">12.500 د.ك</dd>' in page  # as the shop writes it in Arabic
     english = requests.get(answer["action"]["url"] + "&lang=en", timeout=10).text
     assert '<html lang="en" dir="ltr">' in english and "Card Number" in english
 
@@ -256,10 +261,12 @@ def test_a_finished_payment_cannot_be_submitted_again(server):
         again = requests.post(server.url + PAGE_PATH, data=dict(form, action=action), allow_redirects=False, timeout=10)
         assert again.status_code == 409
         assert "already completed" in again.text
-        # It sends the shopper back to the same outcome: a link (and a no-JS refresh) to the same result.
+        # It sends the shopper back to the same outcome: a link to the same result, followed by a script
+        # after 3 s (no <meta refresh>, which restarts a screen reader); without JavaScript, pressed.
         link = attribute(again.text, r'<a class="button primary"[^>]*>', "href")
         assert redirect_result_from(link) == redirect_result
-        assert 'http-equiv="refresh"' in again.text
+        assert "data-autosubmit" in again.text and "simulator/autosubmit.js" in again.text
+        assert 'http-equiv="refresh"' not in again.text
 
     reopened = requests.get(answer["action"]["url"], timeout=10)
     assert reopened.status_code == 200 and "already completed" in reopened.text
@@ -326,4 +333,23 @@ def test_test_card_sheet_partial(server):
     for card in ("8888880000000001", "8888880000000002", "8888880000000003", "8888880000000004", "8888880000000005"):
         assert card in sheet
     assert "09/30" in sheet and "1234" in sheet and "Cancelled" in sheet
-    assert sheet.count('<th scope="col">') == 5
+    assert sheet.count('<th scope="col" role="columnheader">') == 4
+    with server.app.test_request_context("/", headers={"Accept-Language": "ar"}):
+        arabic = render_template_string('{% include "simulator/_test_cards.html" %}')
+    # In the shopper's language on an Arabic checkout; KNET's bank option and Adyen's resultCodes as they are.
+    assert "بطاقات الاختبار في المحاكي" in arabic and "رقم البطاقة" in arabic and "أي قيمة أخرى" in arabic
+    assert '<strong lang="en" dir="ltr">KNET Test Card [KNET1]</strong>' in arabic
+    assert '<code lang="en" dir="ltr">Authorised</code>' in arabic
+
+
+def test_test_card_sheet_says_what_the_readme_says():
+    """The README's table of test cards and the simulator's sheet: the same cards, expiries, PINs and results."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as readme:
+        table = readme.read().split("| Card number | Expiry | PIN | Result |", 1)[1].split("\n\n", 1)[0]
+    readme = []
+    for line in table.strip().splitlines()[1:]:  # after the |---| line
+        card, expiry, pin, result = (cell.strip() for cell in line.strip("|").split("|"))
+        result_code = re.split(r"[ ,]", result.replace("**Cancel** button: ", ""))[0]  # "Pending, then…"
+        readme.append((None if card == "(any)" else card, expiry, pin, result_code))
+    sheet = [(row["card"], str(row["expiry"]), str(row["pin"]), row["result"]) for row in outcomes.TEST_CARDS]
+    assert sheet == readme

@@ -13,7 +13,7 @@ from shop.storefront.catalog import all_products, get_product
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 FLASH = re.compile(r'class="flash flash-(\w+)"[^>]*>(.*?)</p>', re.S)
-LINE = re.compile(r'<tr id="line-([\w-]+)">.*?value="(\d+)".*?class="num line-total">([^<]+)</td>', re.S)
+LINE = re.compile(r'<tr id="line-([\w-]+)"[^>]*>.*?value="(\d+)".*?class="num line-total"[^>]*>([^<]+)</td>', re.S)
 TOTAL = re.compile(r'class="num cart-total"><strong>([^<]+)</strong>')
 
 

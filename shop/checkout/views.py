@@ -10,7 +10,7 @@ services (shop/checkout/payments.py); they never write to the database themselve
 import logging
 import secrets
 
-from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask import abort, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
@@ -78,7 +78,7 @@ STATUS_MESSAGES = {
 WAITING = (
     "wait",
     _l("Waiting for the payment result"),
-    _l("We're confirming your payment with KNET. This page updates by itself."),
+    _l("We're confirming your payment with KNET."),
 )
 
 # An order the shop itself closed because no result came (shop/orders/reconcile.py).
@@ -297,24 +297,28 @@ def shopper_return(token):
     return _see("checkout.result", token=token)
 
 
-def _shown(order):
-    """(tone, title, message) for the order: the webhook's verdict when it has come, else the
-    redirect's resultCode."""
+def _outcome(order):
+    """(state, tone, title, message) of the order's page. `state` names what the page shows, for the
+    status endpoint: the webhook's verdict when it has come, else the redirect's resultCode."""
     if order.status == OrderStatus.EXPIRED and order.status_reason == "unconfirmed":
-        return UNCONFIRMED
+        return ("unconfirmed", *UNCONFIRMED)
     if order.status in STATUS_MESSAGES:
-        return STATUS_MESSAGES[order.status]
+        return (order.status, *STATUS_MESSAGES[order.status])
     if order.result_code in RESULT_MESSAGES:
-        return RESULT_MESSAGES[order.result_code]
-    return WAITING
+        return (order.result_code.lower(), *RESULT_MESSAGES[order.result_code])
+    return ("waiting", *WAITING)
+
+
+def _is_waiting(order, tone):
+    return order.status not in OrderStatus.FINAL and tone == "wait"
 
 
 @bp.get("/orders/<token:token>")
 def result(token):
-    """The order's result page: the webhook's verdict when it has come, else the redirect's resultCode."""
+    """The order's result page. While it waits for the result, static/js/live-status.js asks
+    result_status and brings the page up to date; without JavaScript, "Check again" reloads it."""
     order = _order_or_404(token)
-    tone, title, message = _shown(order)
-    waiting = order.status not in OrderStatus.FINAL and tone == "wait"
+    state_name, tone, title, message = _outcome(order)
     if _is_placed(order):
         cart = Cart.from_session()
         if cart.ref and cart.ref == order.cart_ref or session.get("checkout_key") == order.checkout_key:
@@ -323,12 +327,46 @@ def result(token):
     return render_template(
         "checkout/result.html",
         order=order,
+        state=state_name,
         tone=tone,
         title=title,
         message=message,
-        waiting=waiting,
+        waiting=_is_waiting(order, tone),
         can_retry=tone == "bad",
     )
+
+
+@bp.get("/orders/<token:token>/status")
+def result_status(token):
+    """What the order's page shows, in one word, for the page's script: nothing a holder of the
+    token could not read on the page itself (no amount, reference or shopper data)."""
+    order = _order_or_404(token)
+    state_name, tone, _title, _message = _outcome(order)
+    return jsonify(state=state_name, waiting=_is_waiting(order, tone))
+
+
+@bp.post("/orders/<token:token>/try-again")
+def try_again(token):
+    """Try again from a failed order's page: to the checkout, with the order's items in the cart.
+
+    A Pending or Received payment emptied the cart (the order was placed); when the webhook then
+    fails it, the items are put back, rebuilt from the order's lines and the catalog (ids and
+    quantities only, never anything the browser sent). A cart with something in it is left alone."""
+    order = _order_or_404(token)
+    _state, tone, _title, _message = _outcome(order)
+    if tone != "bad":  # nothing to try again (paid, or still waiting): back to what the page says now
+        return redirect(url_for("checkout.result", token=token), code=303)
+    cart = Cart.from_session()
+    if cart.is_empty and cart.restore(order.lines):
+        flash(
+            gettext(
+                "Order %(reference)s was not paid, and nothing was charged. Its items are back in your cart: "
+                "check your details and pay again.",
+                reference=order.reference,
+            ),
+            "success",
+        )
+    return redirect(url_for("checkout.checkout"), code=303)
 
 
 @bp.post("/orders/<token:token>/pay")

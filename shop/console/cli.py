@@ -48,8 +48,8 @@ def adyen_check(no_endpoint):
         click.echo(f"  {label}: {value}")
     click.echo("Settings (set or not; values are never shown):")
     width = max(len(name) for name, *_ in report.settings)
-    for name, state, _what, needed in report.settings:
-        click.echo(f"  {name.ljust(width)}  {state:<17}  {needed}")
+    for setting in report.settings:
+        click.echo(f"  {setting.name.ljust(width)}  {setting.state:<17}  {setting.needed}")
     click.echo("Checks:")
     for item in report.checks:
         click.echo(_item_line(item))

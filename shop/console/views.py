@@ -2,9 +2,10 @@
 an order except through them (the demo scenarios, a webhook replay, the simulator's buttons)."""
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, or_, select
 
 from shop import worker
@@ -15,7 +16,7 @@ from shop.webhooks import processing
 
 log = logging.getLogger(__name__)
 
-LIST_LIMIT = 100
+PAGE_SIZE = 25  # rows per page of each list (tests may set app.config CONSOLE_PAGE_SIZE)
 
 
 # Access, headers and the last line of defence ------------------------------------------------
@@ -59,6 +60,41 @@ def _context():
         "redact": redact,
         "personal": redact.shows_personal_data(),
     }
+
+
+@dataclass
+class Page:
+    """One page of a list, newest first: its rows, its number (from 1), how many pages and rows in all,
+    and the query parameter that names it (the webhooks page has two lists)."""
+
+    rows: list
+    number: int
+    pages: int
+    total: int
+    param: str = "page"
+
+    def url(self, number):
+        """This page's address with another page number, the other parameters (a search) kept."""
+        args = dict(request.args)
+        args[self.param] = number
+        return url_for(request.endpoint, **(request.view_args or {}), **args)
+
+
+def _page_of(query, param="page"):
+    """The page of `query` (ordered newest first) that `?<param>=N` asks for; out of range: the nearest."""
+    size = current_app.config.get("CONSOLE_PAGE_SIZE", PAGE_SIZE)
+    total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar() or 0
+    pages = max(1, -(-total // size))
+    number = min(max(request.args.get(param, 1, type=int) or 1, 1), pages)
+    rows = db.session.execute(query.limit(size).offset((number - 1) * size)).scalars().all()
+    return Page(rows, number, pages, total, param)
+
+
+def _order_ids(references):
+    """{merchant reference: order id} for the references of a page that name one of our orders."""
+    if not references:
+        return {}
+    return dict(db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all())
 
 
 def _shopper(order):
@@ -105,7 +141,7 @@ def index():
 
 @bp.get("/orders")
 def orders():
-    query = select(Order).order_by(Order.id.desc()).limit(LIST_LIMIT)
+    query = select(Order).order_by(Order.id.desc())
     search = (request.args.get("q") or "").strip()[:80]
     if search:
         query = query.where(
@@ -113,8 +149,8 @@ def orders():
                 Order.reference.contains(search, autoescape=True), Order.psp_reference.contains(search, autoescape=True)
             )
         )
-    rows = db.session.execute(query).scalars().all()
-    return render_template("console/orders.html", orders=rows, search=search, shopper=_shopper)
+    page = _page_of(query)
+    return render_template("console/orders.html", orders=page.rows, page=page, search=search, shopper=_shopper)
 
 
 @bp.get("/orders/<id:order_id>")
@@ -123,8 +159,28 @@ def order(order_id):
     if found is None:
         abort(404)
     steps = timeline.build(found)
-    waiting = found.status not in OrderStatus.FINAL
-    return render_template("console/timeline.html", order=found, steps=steps, waiting=waiting, shopper=_shopper(found))
+    return render_template(
+        "console/timeline.html",
+        order=found,
+        steps=steps,
+        waiting=found.status not in OrderStatus.FINAL,
+        state=_timeline_state(found, steps),
+        shopper=_shopper(found),
+    )
+
+
+def _timeline_state(order, steps):
+    """What the timeline shows, in short: it changes with the order's status and with each new step."""
+    return f"{order.status}.{len(steps)}"
+
+
+@bp.get("/orders/<int:order_id>/status")
+def order_status(order_id):
+    """For the timeline's script (static/js/live-status.js): whether the page would show something new."""
+    found = db.session.get(Order, order_id)
+    if found is None:
+        abort(404)
+    return jsonify(state=_timeline_state(found, timeline.build(found)), waiting=found.status not in OrderStatus.FINAL)
 
 
 # Webhook inbox ----------------------------------------------------------------------------------
@@ -132,25 +188,17 @@ def order(order_id):
 
 @bp.get("/webhooks")
 def webhooks():
-    rows = db.session.execute(select(Notification).order_by(Notification.id.desc()).limit(LIST_LIMIT)).scalars().all()
-    references = {n.merchant_reference for n in rows}
-    order_ids = (
-        dict(db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all())
-        if references
-        else {}
-    )
-    rejections = (
-        db.session.execute(select(WebhookRejection).order_by(WebhookRejection.id.desc()).limit(LIST_LIMIT))
-        .scalars()
-        .all()
-    )
+    notifications = _page_of(select(Notification).order_by(Notification.id.desc()))
+    rejections = _page_of(select(WebhookRejection).order_by(WebhookRejection.id.desc()), param="rejected")
     # Over every stored row, not only the ones listed: a flagged one is a setting to check.
     by_status = dict(db.session.execute(select(Notification.status, func.count()).group_by(Notification.status)).all())
     return render_template(
         "console/webhooks.html",
-        notifications=rows,
-        order_ids=order_ids,
-        rejections=rejections,
+        notifications=notifications.rows,
+        page=notifications,
+        order_ids=_order_ids({n.merchant_reference for n in notifications.rows}),
+        rejections=rejections.rows,
+        rejected_page=rejections,
         by_status=by_status,
         flagged=by_status.get(processing.FLAGGED, 0),
     )
@@ -185,18 +233,13 @@ def deliveries():
         return render_template("console/deliveries.html", deliveries=None)
     from shop.simulator.models import SimWebhookDelivery
 
-    rows = (
-        db.session.execute(select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()).limit(LIST_LIMIT))
-        .scalars()
-        .all()
+    page = _page_of(select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()))
+    return render_template(
+        "console/deliveries.html",
+        deliveries=page.rows,
+        page=page,
+        order_ids=_order_ids({d.merchant_reference for d in page.rows}),
     )
-    references = {d.merchant_reference for d in rows}
-    order_ids = (
-        dict(db.session.execute(select(Order.reference, Order.id).where(Order.reference.in_(references))).all())
-        if references
-        else {}
-    )
-    return render_template("console/deliveries.html", deliveries=rows, order_ids=order_ids)
 
 
 @bp.post("/deliveries/<id:delivery_id>/resend")
@@ -231,7 +274,8 @@ def duplicate(delivery_id):
 
 @bp.get("/emails")
 def emails():
-    rows = db.session.execute(select(Email).order_by(Email.id.desc()).limit(LIST_LIMIT)).scalars().all()
+    page = _page_of(select(Email).order_by(Email.id.desc()))
+    rows = page.rows
     orders_by_id = (
         {
             o.id: o
@@ -249,7 +293,7 @@ def emails():
             return [email.to]
         return [order.shopper_first_name, order.shopper_last_name, order.shopper_email, order.shopper_phone, email.to]
 
-    return render_template("console/emails.html", emails=rows, known=known)
+    return render_template("console/emails.html", emails=rows, page=page, known=known)
 
 
 @bp.get("/test-cards")

@@ -179,7 +179,7 @@ def _render_form(payment, lang, values, errors):
         t=STRINGS[lang],
         lang=lang,
         payment=payment,
-        amount=format_amount(payment.amount_value, payment.currency),
+        amount=format_amount(payment.amount_value, payment.currency, lang),  # 12.500 KWD, 12.500 د.ك
         merchant_name=current_app.config["SIMULATOR_MERCHANT_NAME"],
         banks=BANKS,
         months=[f"{month:02d}" for month in range(1, 13)],

@@ -10,6 +10,8 @@ Refusal reasons and codes: https://docs.adyen.com/development-resources/refusal-
 from dataclasses import dataclass
 from datetime import date
 
+from flask_babel import lazy_gettext as _l
+
 TEST_PIN = "1234"
 GOOD_EXPIRY = (9, 2030)  # month, year: Tap's "09/30"
 TAP_TEST_CARDS = ("8888880000000001", "8888880000000002")
@@ -81,36 +83,41 @@ def notification_for(outcome):
     return Notification(False, outcome.refusal_reason or "")
 
 
-# The sheet shown next to the checkout in simulator mode (templates/simulator/_test_cards.html).
+# The sheet shown next to the checkout in simulator mode (templates/simulator/_test_cards.html), the
+# same as the README's table. The notes after the result codes are lazy strings: the checkout shows
+# them in the shopper's language (shop/translations), the console in English. `card` None: any card.
 TEST_BANK_OPTION = "KNET Test Card [KNET1]"
+ANY_OTHER = _l("any other")
 TEST_CARDS = (
-    {"card": "8888880000000001", "expiry": "09/30", "pin": "1234", "outcome": "Authorised"},
-    {"card": "8888880000000002", "expiry": "09/30", "pin": "1234", "outcome": "Authorised"},
+    {"card": "8888880000000001", "expiry": "09/30", "pin": "1234", "result": "Authorised", "note": ""},
+    {"card": "8888880000000002", "expiry": "09/30", "pin": "1234", "result": "Authorised", "note": ""},
     {
         "card": "8888880000000001",
-        "expiry": "any other",
+        "expiry": ANY_OTHER,
         "pin": "1234",
-        "outcome": "Refused (Expired Card if the date is past)",
+        "result": "Refused",
+        "note": _l("(a date in the past: expired card)"),
     },
-    {"card": "8888880000000001", "expiry": "09/30", "pin": "any other", "outcome": "Refused (Invalid Pin)"},
-    {"card": "any", "expiry": "", "pin": "", "outcome": "Cancel button: Cancelled"},
-    {"card": "8888880000000003", "expiry": "any", "pin": "any", "outcome": "Error (simulator only)"},
+    {"card": "8888880000000001", "expiry": "09/30", "pin": ANY_OTHER, "result": "Refused", "note": _l("(wrong PIN)")},
+    {"card": None, "expiry": "", "pin": "", "result": "Cancelled", "note": _l("(the Cancel button)")},
+    {"card": "8888880000000003", "expiry": "09/30", "pin": "1234", "result": "Error", "note": _l("(simulator only)")},
     {
         "card": "8888880000000004",
-        "expiry": "any",
-        "pin": "any",
-        "outcome": "Pending, then AUTHORISATION true (simulator only)",
+        "expiry": "09/30",
+        "pin": "1234",
+        "result": "Pending",
+        "note": _l("(then paid by webhook; simulator only)"),
     },
     {
         "card": "8888880000000005",
-        "expiry": "any",
-        "pin": "any",
-        "outcome": "Received, then AUTHORISATION false (simulator only)",
+        "expiry": "09/30",
+        "pin": "1234",
+        "result": "Received",
+        "note": _l("(then failed by webhook; simulator only)"),
     },
-    {"card": "any other number", "expiry": "any", "pin": "any", "outcome": "Refused"},
 )
 
 
 def card_sheet():
-    """For templates: the rows of the test-card sheet, each with the bank option to choose."""
-    return [dict(row, bank="any" if row["card"].startswith("any") else TEST_BANK_OPTION) for row in TEST_CARDS]
+    """For templates: the rows of the test-card sheet."""
+    return TEST_CARDS

@@ -170,6 +170,19 @@ class Cart:
             self._items.pop(product_id, None)
         self._save()
 
+    def restore(self, lines):
+        """Put an order's lines (Order.lines) back in the cart: only their product ids and quantities,
+        checked as any cart is; names and prices come from the catalog. Returns how many were put back."""
+        restored = 0
+        for line in lines or ():
+            product = get_product(line.get("product_id")) if isinstance(line, dict) else None
+            quantity = line.get("quantity") if product else None
+            if product and _is_quantity(quantity) and 1 <= quantity <= MAX_QUANTITY:
+                self._items[product.id] = quantity
+                restored += 1
+        self._save()
+        return restored
+
     def clear(self):
         """Empty the cart; what is added next is a new cart, with a reference of its own."""
         self._items.clear()

@@ -10,8 +10,10 @@ from playwright.sync_api import expect
 
 from shop.db import db
 from shop.models import Email
+from shop.simulator import faults
 from shop.storefront.catalog import get_product
 from tests.e2e.journeys import BrowserShopper
+from tests.e2e.tour import in_app
 
 TRANSLATIONS = Path(__file__).resolve().parents[2] / "shop" / "translations"
 
@@ -62,15 +64,15 @@ def test_outcome_shown_to_the_shopper(shopper, knet, title, message):
     expect(reference).to_be_visible()
     if title == "Payment successful":
         expect(shopper.page.get_by_role("link", name="Continue shopping")).to_be_visible()
-    else:
-        expect(shopper.page.get_by_role("link", name="Try again")).to_be_visible()
-        expect(shopper.page.get_by_role("link", name="Choose another payment method")).to_be_visible()
+    else:  # KNET is the only payment method: one way to try again
+        expect(shopper.page.get_by_role("button", name="Try again")).to_be_visible()
+        expect(shopper.page.get_by_text("Choose another payment method")).to_have_count(0)
 
 
 def test_try_again_after_a_refusal_pays_with_the_same_cart(shopper):
     shopper.buy(pin="9999")
     shopper.expect_result("Payment refused", "refused by KNET")
-    shopper.page.get_by_role("link", name="Try again").click()
+    shopper.page.get_by_role("button", name="Try again").click()
     expect(shopper.page.get_by_label("First name")).to_have_value("Fatima")  # details remembered
     shopper.press_pay()
     shopper.pay_on_knet()
@@ -80,16 +82,31 @@ def test_try_again_after_a_refusal_pays_with_the_same_cart(shopper):
 @pytest.mark.parametrize("shopper", [QUICK_WEBHOOKS], indirect=True)
 def test_pending_then_paid_by_webhook(shopper):
     shopper.buy(card="8888880000000004")
-    # First what the redirect said, then the page refreshes itself until the webhook lands.
+    # First what the redirect said, then the page brings itself up to date when the webhook lands.
     expect(shopper.page.get_by_text("Payment successful")).to_be_visible(timeout=20_000)
     expect(shopper.page.get_by_text("We are preparing your order.", exact=False)).to_be_visible()
 
 
 @pytest.mark.parametrize("shopper", [QUICK_WEBHOOKS], indirect=True)
-def test_received_then_failed_by_webhook(shopper):
+def test_received_then_failed_by_webhook_then_try_again_with_the_same_items(shopper):
+    in_app(shopper.server, faults.inject, "webhooks", "webhook_burst", count=None)  # held until released
     shopper.buy(card="8888880000000005")
-    expect(shopper.page.get_by_role("heading", name="Order cancelled")).to_be_visible(timeout=20_000)
-    expect(shopper.page.get_by_text("The payment failed, so we cancelled the order.")).to_be_visible()
+    page = shopper.page
+    expect(page.get_by_role("heading", name="Order received")).to_be_visible(timeout=20_000)
+    live_region = page.get_by_role("status").filter(has_text="Order received")
+    live_region.evaluate("region => { region.dataset.seen = 'yes'; }")  # to tell a reload from an update
+    expect(page.get_by_role("link", name="Cart", exact=True)).to_be_visible()  # the order emptied the cart
+    in_app(shopper.server, faults.release_burst)
+    # The same live region takes the webhook's verdict (so a screen reader says it): no reload.
+    expect(page.locator("[role=status][data-seen=yes] h1")).to_have_text("Order cancelled", timeout=20_000)
+    expect(page.get_by_text("The payment failed, so we cancelled the order.")).to_be_visible()
+    expect(page.get_by_role("link", name="Check again")).to_have_count(0)
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_text("Its items are back in your cart")).to_be_visible()
+    expect(page.get_by_role("button", name="Pay 12.500 KWD with KNET")).to_be_visible()
+    shopper.press_pay()
+    shopper.pay_on_knet()
+    shopper.expect_result("Payment successful", "Your payment was successful.")
 
 
 @pytest.mark.parametrize(
@@ -135,6 +152,24 @@ def test_the_whole_flow_works_without_javascript(browser, live_server_factory):
     shopper.pay_on_knet()
     page.get_by_role("button", name="Return to the shop").click()
     shopper.expect_result("Payment successful", "Your payment was successful.")
+    context.close()
+
+
+def test_without_javascript_check_again_shows_the_webhooks_verdict(browser, live_server_factory):
+    server = live_server_factory(ENV=QUICK_WEBHOOKS)
+    in_app(server, faults.inject, "webhooks", "webhook_burst", count=None)
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    shopper = BrowserShopper(page, server.url)
+    shopper.buy(card="8888880000000004")
+    shopper.expect_result("Order received", "waiting for the payment to be completed")
+    expect(page.get_by_text("Press Check again to see it.")).to_be_visible()  # it does not claim to update itself
+    in_app(server, faults.release_burst)
+    deadline = time.monotonic() + 20
+    while not page.get_by_text("We are preparing your order.").count() and time.monotonic() < deadline:
+        page.get_by_role("link", name="Check again").click()  # what a shopper without JavaScript does
+    shopper.expect_result("Payment successful", "We are preparing your order.")
     context.close()
 
 
