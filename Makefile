@@ -27,10 +27,12 @@ test: $(BIN)/.installed browser $(MO_FILES)
 	@if [ -n "$$TEST_DATABASE_URL" ]; then echo "== The same tests on PostgreSQL (TEST_DATABASE_URL)"; \
 		$(BIN)/python -m pytest; fi
 
-## Lint and format check (settings in pyproject.toml); `ruff format .` fixes the formatting.
+## Lint, format check and the architecture's import contracts (all in pyproject.toml);
+## `.venv/bin/ruff format .` fixes the formatting. .ci/run and the pre-commit hooks run the same.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## Create or update the tables (DATABASE_URL, default instance/shop.sqlite3) to the newest migration.
 db-upgrade: $(BIN)/.installed

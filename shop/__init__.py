@@ -70,7 +70,7 @@ def create_app(test_config=None):
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from shop import console, db, i18n, money, security, services, webhooks, worker
+    from shop import console, db, hooks, i18n, money, security, services, webhooks, worker
     from shop.checkout import bp as checkout_bp
     from shop.storefront import bp as storefront_bp
 
@@ -78,6 +78,7 @@ def create_app(test_config=None):
     security.init_app(app)  # CSRF, security headers, no-store, error pages, Host and size limits (config)
     i18n.init_app(app)  # English and Arabic shopper pages (Flask-Babel)
     money.init_app(app)
+    hooks.init_app(app)  # named places in the pages where plug-ins add templates
     app.register_blueprint(storefront_bp)
     app.register_blueprint(checkout_bp)
     # Pages name their icon (static/favicon.svg); this is for the clients that ask for it anyway.
@@ -87,7 +88,7 @@ def create_app(test_config=None):
     console.init_app(app)  # /console and the `flask adyen|orders|webhooks` commands
 
     # Plug-ins extend the shop through the same points: blueprints, worker jobs (worker.register),
-    # console pages (console.add_page), settings, templates, tables of their own (db.add_plugin).
+    # console pages (console.attach, add_page), templates (hooks.add), tables (db.add_schema).
     for name in app.config["PLUGINS"]:
         importlib.import_module(name).init_app(app, environ)
 

@@ -8,7 +8,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from shop.console.scenarios import forms_of
+from shop.simulator.scenarios import forms_of
 
 GOOD_CARD = {"card_number": "8888880000000001", "expiry_month": "09", "expiry_year": "2030", "pin": "1234"}
 

@@ -260,12 +260,16 @@ def test_demo_scenario_lands_on_its_timeline_and_ends_in_its_state(live_server_f
     in_order(steps, expected[:4] + [("webhook", event), ("transition", f"→ {final}"), ("email", "")])
 
 
-def test_demo_scenarios_need_the_simulator(tmp_path):
+def test_the_simulators_console_pages_exist_only_where_it_is_mounted(tmp_path):
+    """Its outbox and demo scenarios are the simulator plug-in's pages: in test mode they are not
+    there, nor in the console's menu."""
     app = app_in(tmp_path, dict(FULL_TEST_ENV, CONSOLE_PASSWORD="open sesame"), WTF_CSRF_ENABLED=False)
     client = app.test_client()
     client.post("/console/login", data={"password": "open sesame"})
-    page = client.get("/console/demo")
-    assert page.status_code == 200 and "need the built-in simulator" in text_of(page.get_data(as_text=True))
+    menu = client.get("/console/orders").get_data(as_text=True)
+    assert ">Orders</a>" in menu and ">Deliveries</a>" not in menu and ">Demo</a>" not in menu
+    assert client.get("/console/demo").status_code == 404
+    assert client.get("/console/deliveries").status_code == 404
     assert client.post("/console/demo/authorised").status_code == 404
     assert client.post("/console/deliveries/1/duplicate").status_code == 404
 

@@ -172,13 +172,13 @@ def test_the_documented_proxy_lets_a_long_return_through():
 
 
 def test_wsgi_entry_point_serves_under_gunicorn(tmp_path):
-    """The documented command, `gunicorn … wsgi:app` after `flask db upgrade`, on a loopback port
+    """The documented command, `gunicorn … wsgi:app` after `flask init-db`, on a loopback port
     (two workers instead of four): a shopper's return with the longest redirectResult Adyen's spec
     allows reaches the shop, which gunicorn's default request-line limit would refuse."""
     database = f"sqlite:///{tmp_path}/gunicorn.sqlite3"
     env = {"ADYEN_ENVIRONMENT": "simulator", "DATABASE_URL": database, "PATH": "/usr/bin:/bin"}
     subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        [sys.executable, "-m", "flask", "--app", "wsgi", "init-db"],
         cwd=ROOT,
         env=env,
         check=True,

@@ -203,7 +203,7 @@ def test_templates_have_no_inline_script_style_or_event_handlers():
 
 
 def test_static_scripts_are_files_the_csp_allows(live_server):
-    for path in ("/static/js/autosubmit.js", "/static/js/live-status.js", "/static/simulator/autosubmit.js"):
+    for path in ("/static/js/autosubmit.js", "/static/js/live-status.js"):
         response = requests.get(live_server.url + path, timeout=10)
         assert response.status_code == 200 and "javascript" in response.headers["Content-Type"]
         assert response.headers["X-Content-Type-Options"] == "nosniff"

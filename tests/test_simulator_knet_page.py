@@ -66,8 +66,8 @@ def test_page_has_every_field_with_a_visible_label(server):
     assert re.search(r'<header class="gateway-header">\s*<img class="knet-mark" src="/static/logos/knet.svg"', text)
     assert re.search(r'<main class="gateway-body">\s*<p class="sim-note">', text)
     # Its own stylesheet, no inline script: it works with JavaScript off and under a strict CSP.
-    assert "/static/simulator/knet.css" in text and "<script" not in text
-    assert requests.get(server.url + "/static/simulator/knet.css", timeout=10).status_code == 200
+    assert "/_sim/static/knet.css" in text and "<script" not in text
+    assert requests.get(server.url + "/_sim/static/knet.css", timeout=10).status_code == 200
 
 
 def test_unknown_payment_is_404(server):
@@ -199,7 +199,7 @@ def assert_post_return(live, response, return_url):
     assert value.startswith("X6XtfGC3!")
     assert re.search(r'<button type="submit"[^>]*>Return to the shop</button>', page)
     script = re.search(r'<script src="([^"]+)"></script>', page).group(1)
-    assert script == "/static/simulator/autosubmit.js"
+    assert script == "/static/js/autosubmit.js"
     assert "submit()" in requests.get(live.url + script, timeout=10).text
     assert details(live, value).json()["resultCode"] == "Authorised"
 
@@ -265,7 +265,7 @@ def test_a_finished_payment_cannot_be_submitted_again(server):
         # after 3 s (no <meta refresh>, which restarts a screen reader); without JavaScript, pressed.
         link = attribute(again.text, r'<a class="button primary"[^>]*>', "href")
         assert redirect_result_from(link) == redirect_result
-        assert "data-autosubmit" in again.text and "simulator/autosubmit.js" in again.text
+        assert "data-autosubmit" in again.text and "/static/js/autosubmit.js" in again.text
         assert 'http-equiv="refresh"' not in again.text
 
     reopened = requests.get(answer["action"]["url"], timeout=10)
@@ -285,7 +285,7 @@ def test_a_second_submit_of_a_post_return_payment_offers_the_post_form_again(ser
     )
     assert again.status_code == 409 and "already completed" in again.text
     assert attribute(again.text, r'<input type="hidden" name="redirectResult"[^>]*>', "value") == value
-    assert "data-autosubmit" in again.text and "/static/simulator/autosubmit.js" in again.text
+    assert "data-autosubmit" in again.text and "/static/js/autosubmit.js" in again.text
 
 
 # Expiry ----------------------------------------------------------------------------------------------

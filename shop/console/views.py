@@ -1,5 +1,5 @@
 """The console's pages. Views read the store and call the existing services; nothing here changes
-an order except through them (the demo scenarios, a webhook replay, the simulator's buttons)."""
+an order except through them (a webhook replay)."""
 
 import logging
 from dataclasses import dataclass
@@ -9,7 +9,9 @@ from flask import abort, current_app, flash, jsonify, redirect, render_template,
 from sqlalchemy import func, or_, select
 
 from shop import worker
-from shop.console import auth, bp, doctor, redact, scenarios, timeline
+from shop.checkout.knet_test_cards import SOURCE as TAP_SOURCE
+from shop.checkout.knet_test_cards import TAP_CARDS
+from shop.console import auth, bp, doctor, redact, timeline
 from shop.db import db
 from shop.models import Email, Notification, Order, OrderStatus, WebhookRejection
 from shop.webhooks import processing
@@ -17,18 +19,26 @@ from shop.webhooks import processing
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 25  # rows per page of each list (tests may set app.config CONSOLE_PAGE_SIZE)
+# The menu: the console's own pages, then those plug-ins add (shop/console/__init__.py add_page).
+CORE_PAGES = [
+    ("console.orders", "Orders"),
+    ("console.webhooks", "Webhooks"),
+    ("console.emails", "Emails"),
+    ("console.test_cards", "Test cards"),
+    ("console.doctor_page", "Doctor & go-live"),
+]
 
 
 # Access, headers and the last line of defence ------------------------------------------------
 
 
 @bp.before_request
-def _gate():
+def gate():
     return auth.gate()
 
 
 @bp.after_request
-def _headers(response):
+def console_headers(response):
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
     if response.mimetype == "text/html" and not response.direct_passthrough:
         body = response.get_data(as_text=True)
@@ -51,9 +61,10 @@ def _console_time(moment):
 
 
 @bp.context_processor
-def _context():
+def console_context():
     mode = current_app.config["ADYEN_ENVIRONMENT"]
     return {
+        "console_pages": CORE_PAGES + current_app.extensions["console_pages"],
         "console_mode": mode,
         "console_simulator": mode == "simulator",
         "console_logged_in": not auth.is_open() and auth.logged_in(),
@@ -80,7 +91,7 @@ class Page:
         return url_for(request.endpoint, **(request.view_args or {}), **args)
 
 
-def _page_of(query, param="page"):
+def page_of(query, param="page"):
     """The page of `query` (ordered newest first) that `?<param>=N` asks for; out of range: the nearest."""
     size = current_app.config.get("CONSOLE_PAGE_SIZE", PAGE_SIZE)
     total = db.session.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar() or 0
@@ -90,7 +101,7 @@ def _page_of(query, param="page"):
     return Page(rows, number, pages, total, param)
 
 
-def _order_ids(references):
+def order_ids(references):
     """{merchant reference: order id} for the references of a page that name one of our orders."""
     if not references:
         return {}
@@ -149,7 +160,7 @@ def orders():
                 Order.reference.contains(search, autoescape=True), Order.psp_reference.contains(search, autoescape=True)
             )
         )
-    page = _page_of(query)
+    page = page_of(query)
     return render_template("console/orders.html", orders=page.rows, page=page, search=search, shopper=_shopper)
 
 
@@ -188,15 +199,15 @@ def order_status(order_id):
 
 @bp.get("/webhooks")
 def webhooks():
-    notifications = _page_of(select(Notification).order_by(Notification.id.desc()))
-    rejections = _page_of(select(WebhookRejection).order_by(WebhookRejection.id.desc()), param="rejected")
+    notifications = page_of(select(Notification).order_by(Notification.id.desc()))
+    rejections = page_of(select(WebhookRejection).order_by(WebhookRejection.id.desc()), param="rejected")
     # Over every stored row, not only the ones listed: a flagged one is a setting to check.
     by_status = dict(db.session.execute(select(Notification.status, func.count()).group_by(Notification.status)).all())
     return render_template(
         "console/webhooks.html",
         notifications=notifications.rows,
         page=notifications,
-        order_ids=_order_ids({n.merchant_reference for n in notifications.rows}),
+        order_ids=order_ids({n.merchant_reference for n in notifications.rows}),
         rejections=rejections.rows,
         rejected_page=rejections,
         by_status=by_status,
@@ -219,62 +230,12 @@ def replay(notification_id):
     return redirect(url_for("console.webhooks"), code=303)
 
 
-# The simulator's webhook outbox --------------------------------------------------------------------
-
-
-def _simulator_only():
-    if current_app.config["ADYEN_ENVIRONMENT"] != "simulator":
-        abort(404)
-
-
-@bp.get("/deliveries")
-def deliveries():
-    if current_app.config["ADYEN_ENVIRONMENT"] != "simulator":
-        return render_template("console/deliveries.html", deliveries=None)
-    from shop.simulator.models import SimWebhookDelivery
-
-    page = _page_of(select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()))
-    return render_template(
-        "console/deliveries.html",
-        deliveries=page.rows,
-        page=page,
-        order_ids=_order_ids({d.merchant_reference for d in page.rows}),
-    )
-
-
-@bp.post("/deliveries/<id:delivery_id>/resend")
-def resend(delivery_id):
-    _simulator_only()
-    from shop.simulator import sender
-
-    if sender.resend(delivery_id):
-        flash(f"Delivery #{delivery_id} will be sent again now.", "success")
-    else:
-        flash(f"Delivery #{delivery_id} is queued or being sent already; it was not resent.", "error")
-    worker.wake(current_app._get_current_object())
-    return redirect(url_for("console.deliveries"), code=303)
-
-
-@bp.post("/deliveries/<id:delivery_id>/duplicate")
-def duplicate(delivery_id):
-    _simulator_only()
-    from shop.simulator import sender
-
-    try:
-        new_id = sender.enqueue_duplicate(delivery_id)
-    except LookupError:
-        abort(404)
-    worker.wake(current_app._get_current_object())
-    flash(f"Delivery #{new_id}, a duplicate of #{delivery_id}, will be sent now.", "success")
-    return redirect(url_for("console.deliveries"), code=303)
-
-
 # Emails, test cards ----------------------------------------------------------------------------------
 
 
 @bp.get("/emails")
 def emails():
-    page = _page_of(select(Email).order_by(Email.id.desc()))
+    page = page_of(select(Email).order_by(Email.id.desc()))
     rows = page.rows
     orders_by_id = (
         {
@@ -298,9 +259,7 @@ def emails():
 
 @bp.get("/test-cards")
 def test_cards():
-    from shop.simulator import outcomes
-
-    return render_template("console/test_cards.html", tap_cards=outcomes.TEST_CARDS[:4], tap_url=doctor.TAP_TEST_CARDS)
+    return render_template("console/test_cards.html", tap_cards=TAP_CARDS, tap_url=TAP_SOURCE)
 
 
 # Doctor and go-live ----------------------------------------------------------------------------------
@@ -311,28 +270,3 @@ def doctor_page():
     check = request.args.get("check") == "1"
     report = doctor.run(check_endpoint=check)
     return render_template("console/doctor.html", report=report, checked=check, labels=doctor.LABELS)
-
-
-# Demo scenarios ----------------------------------------------------------------------------------------
-
-
-@bp.get("/demo")
-def demo():
-    return render_template("console/demo.html", scenarios=scenarios.SCENARIOS.values(), available=scenarios.available())
-
-
-@bp.post("/demo/<name>")
-def run_scenario(name):
-    if name not in scenarios.SCENARIOS:
-        abort(404)
-    if not scenarios.available():
-        abort(404)
-    try:
-        order_id = scenarios.run(name)
-    except scenarios.ScenarioError as error:
-        log.warning("demo scenario %s stopped: %s", name, error)
-        flash(f"The scenario stopped: {error}", "error")
-        if error.order_id:
-            return redirect(url_for("console.order", order_id=error.order_id), code=303)
-        return redirect(url_for("console.demo"), code=303)
-    return redirect(url_for("console.order", order_id=order_id), code=303)

@@ -19,14 +19,14 @@ State lives in the sim_* tables (models.py), never in process memory.
 
 from flask import Blueprint
 
-bp = Blueprint("simulator", __name__, url_prefix="/_sim")
+bp = Blueprint("simulator", __name__, url_prefix="/_sim", template_folder="templates", static_folder="static")
 
 
 def init_app(app, environ):
     """Mount the simulator on `app`, with its settings read from `environ`."""
-    from shop import db, security, worker
+    from shop import console, db, hooks, security, worker
     from shop.security import csrf
-    from shop.simulator import api, config, fault_views, knet_page, models, outcomes, sender  # noqa: F401  (routes)
+    from shop.simulator import api, config, console_views, fault_views, knet_page, models, outcomes, sender  # noqa: F401
 
     # Its settings (and where the shop's Adyen client is to call); a value the app was given
     # directly (tests do) wins.
@@ -44,5 +44,12 @@ def init_app(app, environ):
     csrf.exempt(bp)
     app.register_blueprint(bp)
     worker.register(app, "simulator webhook deliveries", sender.deliver_due)
-    # For templates/simulator/_test_cards.html, which the checkout page includes in simulator mode.
+
+    # Its console pages, behind the console's own gate, and its templates in the shop's pages.
+    app.register_blueprint(console_views.bp)
+    console.add_page(app, "simulator_console.deliveries", "Deliveries")
+    console.add_page(app, "simulator_console.demo", "Demo")
+    hooks.add(app, "checkout.aside", "simulator/_test_cards.html")
+    hooks.add(app, "console.test_cards", "simulator/console/_test_cards.html")
+    hooks.add(app, "console.orders.empty", "simulator/console/_orders_empty.html")
     app.jinja_env.globals["simulator_card_sheet"] = outcomes.card_sheet

@@ -15,6 +15,7 @@ from datetime import date
 
 from flask import current_app, redirect, render_template, request
 
+from shop.checkout.knet_test_cards import TEST_BANK_OPTION
 from shop.money import format_amount
 from shop.simulator import bp, outcomes, payments
 from shop.simulator.models import SimPaymentStatus
@@ -26,7 +27,7 @@ PAGE_PATH = "/knet/kpg/PaymentHTTP.htm"  # the real gateway's page is …/kpg/Pa
 
 # (value, label) of the bank drop-down; the first is the one Tap's test cards need.
 BANKS = (
-    ("KNET1", outcomes.TEST_BANK_OPTION),
+    ("KNET1", TEST_BANK_OPTION),
     ("ABK", "Al Ahli Bank of Kuwait [ABK]"),
     ("BBK", "Bank of Bahrain and Kuwait [BBK]"),
     ("BOUBYAN", "Boubyan Bank [Boubyan]"),

@@ -12,6 +12,8 @@ from datetime import date
 
 from flask_babel import lazy_gettext as _l
 
+from shop.checkout.knet_test_cards import TAP_CARDS
+
 TEST_PIN = "1234"
 GOOD_EXPIRY = (9, 2030)  # month, year: Tap's "09/30"
 TAP_TEST_CARDS = ("8888880000000001", "8888880000000002")
@@ -83,22 +85,10 @@ def notification_for(outcome):
     return Notification(False, outcome.refusal_reason or "")
 
 
-# The sheet shown next to the checkout in simulator mode (templates/simulator/_test_cards.html), the
-# same as the README's table. The notes after the result codes are lazy strings: the checkout shows
-# them in the shopper's language (shop/translations), the console in English. `card` None: any card.
-TEST_BANK_OPTION = "KNET Test Card [KNET1]"
-ANY_OTHER = _l("any other")
+# The sheet shown next to the checkout in simulator mode (simulator/_test_cards.html), the same as the
+# README's table: Tap's cards, then the simulator's own. `card` None: any card.
 TEST_CARDS = (
-    {"card": "8888880000000001", "expiry": "09/30", "pin": "1234", "result": "Authorised", "note": ""},
-    {"card": "8888880000000002", "expiry": "09/30", "pin": "1234", "result": "Authorised", "note": ""},
-    {
-        "card": "8888880000000001",
-        "expiry": ANY_OTHER,
-        "pin": "1234",
-        "result": "Refused",
-        "note": _l("(a date in the past: expired card)"),
-    },
-    {"card": "8888880000000001", "expiry": "09/30", "pin": ANY_OTHER, "result": "Refused", "note": _l("(wrong PIN)")},
+    *TAP_CARDS,
     {"card": None, "expiry": "", "pin": "", "result": "Cancelled", "note": _l("(the Cancel button)")},
     {"card": "8888880000000003", "expiry": "09/30", "pin": "1234", "result": "Error", "note": _l("(simulator only)")},
     {

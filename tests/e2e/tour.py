@@ -169,8 +169,12 @@ class ShopperTour:
         self.start_paying()
         expect(self.heading("Waiting for the payment result")).to_be_visible(timeout=RESULT_TIMEOUT)
         yield "result-no-answer"
-        in_app(self.server, faults.inject, "/paymentMethods", "http_500", count=1)
+        # Another tab, or Back: one cart, one payment, unless the shopper starts a new one.
         page.goto(url + "/checkout")
+        expect(self.heading("Your payment is in progress")).to_be_visible()
+        yield "checkout-in-progress"
+        in_app(self.server, faults.inject, "/paymentMethods", "http_500", count=1)
+        page.get_by_role("button", name=_("Start a new payment")).click()
         expect(page.get_by_role("alert")).to_be_visible()
         yield "checkout-no-methods"
         in_app(self.server, faults.clear)

@@ -1,0 +1,80 @@
+"""The simulator's console pages: its webhook outbox (Resend, Send a duplicate, and each endpoint's
+state as Adyen's Customer Area shows it) and the one-click demo scenarios (scenarios.py).
+
+A blueprint the console attaches (shop/console/__init__.py), so its access rules, headers and
+redaction hold here too; listed in the console's menu.
+"""
+
+import logging
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from sqlalchemy import select
+
+from shop import console, worker
+from shop.console.views import order_ids, page_of
+from shop.simulator import scenarios, sender
+from shop.simulator.models import SimWebhookDelivery
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("simulator_console", __name__, url_prefix="/console")
+console.attach(bp)  # the console's gate, headers and redaction
+
+
+# The simulator's webhook outbox --------------------------------------------------------------------
+
+
+@bp.get("/deliveries")
+def deliveries():
+    page = page_of(select(SimWebhookDelivery).order_by(SimWebhookDelivery.id.desc()))
+    return render_template(
+        "simulator/console/deliveries.html",
+        deliveries=page.rows,
+        page=page,
+        endpoints=sender.endpoints(),
+        order_ids=order_ids({d.merchant_reference for d in page.rows}),
+    )
+
+
+@bp.post("/deliveries/<id:delivery_id>/resend")
+def resend(delivery_id):
+    if sender.resend(delivery_id):
+        flash(f"Delivery #{delivery_id} will be sent again now.", "success")
+    else:
+        flash(f"Delivery #{delivery_id} is queued or being sent already; it was not resent.", "error")
+    worker.wake(current_app._get_current_object())
+    return redirect(url_for("simulator_console.deliveries"), code=303)
+
+
+@bp.post("/deliveries/<id:delivery_id>/duplicate")
+def duplicate(delivery_id):
+    try:
+        new_id = sender.enqueue_duplicate(delivery_id)
+    except LookupError:
+        abort(404)
+    worker.wake(current_app._get_current_object())
+    flash(f"Delivery #{new_id}, a duplicate of #{delivery_id}, will be sent now.", "success")
+    return redirect(url_for("simulator_console.deliveries"), code=303)
+
+
+# Demo scenarios ----------------------------------------------------------------------------------------
+
+
+@bp.get("/demo")
+def demo():
+    return render_template("simulator/console/demo.html", scenarios=scenarios.SCENARIOS.values())
+
+
+@bp.post("/demo/<name>")
+def run_scenario(name):
+    if name not in scenarios.SCENARIOS:
+        abort(404)
+    try:
+        order_id = scenarios.run(name)
+    except scenarios.ScenarioError as error:
+        log.warning("demo scenario %s stopped: %s", name, error)
+        flash(f"The scenario stopped: {error}", "error")
+        if error.order_id:
+            return redirect(url_for("console.order", order_id=error.order_id), code=303)
+        return redirect(url_for("simulator_console.demo"), code=303)
+    return redirect(url_for("console.order", order_id=order_id), code=303)
