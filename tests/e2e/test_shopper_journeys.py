@@ -39,7 +39,7 @@ def wait_for_email(server, words, timeout=20):
     while time.monotonic() < deadline:
         with server.app.app_context():
             for email in db.session.execute(db.select(Email)).scalars():
-                if words in email.body:
+                if email.body and words in email.body:
                     return email.body
         time.sleep(0.1)
     raise AssertionError(f"no email containing {words!r} within {timeout} s")
