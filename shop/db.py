@@ -118,10 +118,11 @@ def _note_checkin(_dbapi_connection, record):
 @event.listens_for(Pool, "checkout")
 def _ping_if_idle(dbapi_connection, record, _proxy):
     """Pre-ping, but only a connection that sat idle: SQLAlchemy's pool_pre_ping pings on every
-    checkout, and the session checks one out after every commit, which made the ping a quarter of
-    a webhook's time on PostgreSQL (see bench/README.md). A connection that the server or a
-    firewall dropped while idle is still replaced before use; one that breaks while in use fails
-    that request, and the pool then replaces all of its connections."""
+    checkout, and the session checks one out after every commit, so the ping was a round trip on
+    every unit of work (bench/README.md measured its cost). A connection that the server or a
+    firewall dropped while idle is still replaced before use; when one breaks while in use, the pool
+    replaces all of its connections and the unit of work runs again on a new one (`transaction`;
+    a page's view runs again, shop.Shop.dispatch_request)."""
     idle_since = record.info.get("checked_in_at") if record is not None else None
     if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
         return
@@ -162,7 +163,7 @@ def init_app(app):
     if backend == "postgresql":
         # One pooled connection per thread that may need one at once. With SQLAlchemy's default of
         # 5, the 6th to 8th thread of a gunicorn worker opened and closed a connection (a new
-        # PostgreSQL process) on every request (bench/README.md).
+        # PostgreSQL process) on every request.
         options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
         options.setdefault("pool_size", app.config["DATABASE_POOL_SIZE"])
         options.setdefault("max_overflow", 5)  # a burst beyond it: README, max_connections

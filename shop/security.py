@@ -249,7 +249,7 @@ def error_page(error):
 
 class SignedCookieSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, with the signer built once per key instead of once per
-    request (about 5 % of a webhook's CPU under gunicorn, bench/README.md). Same cookies, same keys."""
+    request. Same cookies, same keys."""
 
     def get_signing_serializer(self, app):
         keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))

@@ -6,7 +6,7 @@ page, so a reload never repeats it. A refused change leaves the cart as it was a
 
 import logging
 
-from flask import current_app, flash, has_request_context, redirect, render_template, request, url_for
+from flask import flash, has_request_context, redirect, render_template, url_for
 from flask_babel import gettext
 
 from shop.storefront import bp
@@ -23,13 +23,6 @@ def inject_cart_count():
     if not has_request_context():
         return {"cart_count": 0}
     return {"cart_count": Cart.from_session().count}
-
-
-def _checkout_url():
-    # The checkout room is built separately; until its endpoint exists, link to its path.
-    if "checkout.checkout" in current_app.view_functions:
-        return url_for("checkout.checkout")
-    return request.script_root + "/checkout"
 
 
 def _see_other(endpoint, anchor=None):
@@ -52,7 +45,7 @@ def cart():
         "storefront/cart.html",
         cart=Cart.from_session(),
         max_quantity=MAX_QUANTITY,
-        checkout_url=_checkout_url(),
+        checkout_url=url_for("checkout.checkout"),
     )
 
 

@@ -30,7 +30,7 @@ password or the Authorization header.
 Why a WSGI callable in front of Flask rather than a Flask view: this is the one address a program
 calls, and at volume. It needs nothing of what Flask's request context gives the shop's pages (the
 session, CSRF, the shopper's language, templates, URL building), and measured in process that
-machinery cost about as much CPU as verifying and storing the webhook (bench/README.md, item 10).
+machinery cost about as much CPU as verifying and storing the webhook (measured: bench/README.md).
 So `Receiver` answers these two paths itself, inside an app context (config, database, logging),
 and hands every other request to Flask unchanged. It keeps what the shop's hooks give every
 answer: the Host allowlist, the size limit, the security headers and errors without a stack trace.
