@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Shop(Flask):
-    """Flask, with one more chance for a page whose database connection was lost under it."""
+    """Flask, with more chances for a page whose database connection was lost under it."""
 
     def dispatch_request(self):
         """Run the view; run it again (up to DISCONNECT_RETRIES times) if the database dropped its

@@ -54,11 +54,11 @@ class Worker:
 
     def run_once(self):
         for name, job in self.jobs:
-            try:  # around the app context too: an error as it closes must not end the loop
-                with self.app.app_context():
+            with self.app.app_context():
+                try:
                     job()
-            except Exception:
-                log.exception("background job %s failed; it runs again at the next tick", name)
+                except Exception:
+                    log.exception("background job %s failed; it runs again at the next tick", name)
 
     def run(self):
         """Run the jobs every `interval` seconds (sooner when woken) until stop()."""

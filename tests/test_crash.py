@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -314,18 +315,25 @@ def emails_by_order(app):
     )
 
 
-def on_failure_show(deployment):
-    """Context: print the deployment's log if the block fails (gunicorn's and the worker's lines)."""
+@contextmanager
+def log_shown_on_failure(deployment):
+    """Print the deployment's log (gunicorn's and the worker's lines) if the block fails."""
+    try:
+        yield
+    except BaseException:
+        print(f"--- deployment log\n{deployment.output()}")
+        raise
 
-    class Show:
-        def __enter__(self):
-            return deployment
 
-        def __exit__(self, kind, *_):
-            if kind is not None:
-                print(f"--- deployment log\n{deployment.output()}")
-
-    return Show()
+def orders(app):
+    """[(reference, status, [(attempt status, Idempotency-Key)])], oldest first."""
+    return read(
+        app,
+        lambda: [
+            (o.reference, o.status, [(a.status, a.idempotency_key) for a in o.attempts])
+            for o in db.session.execute(select(Order).order_by(Order.id)).scalars()
+        ],
+    )
 
 
 def test_a_purchase_killed_while_adyen_answers_is_charged_once_after_the_restart(deployment, smtp):
@@ -336,7 +344,7 @@ def test_a_purchase_killed_while_adyen_answers_is_charged_once_after_the_restart
     handler, _ = smtp
     handler.release()  # this test holds no email
     shop = deploy()
-    with on_failure_show(shop):
+    with log_shown_on_failure(shop):
         shop.start()
         shop.inject("/payments|timeout", count="1", seconds="120")
         shopper = Shopper(shop.url)
@@ -355,11 +363,8 @@ def test_a_purchase_killed_while_adyen_answers_is_charged_once_after_the_restart
         shop.kill()
         paying.join(30)
         assert isinstance(outcome.get("error"), requests.ConnectionError), outcome  # no answer at all, not a 500
-        [(status, attempts)] = read(
-            app,
-            lambda: [(o.status, [a.status for a in o.attempts]) for o in db.session.execute(select(Order)).scalars()],
-        )
-        assert (status, attempts) == ("pending", ["calling"])
+        [(_, status, attempts)] = orders(app)
+        assert (status, [state for state, _ in attempts]) == ("pending", ["calling"])
 
         shop.start()
         page = shopper.checkout_page()  # the shopper comes back to the shop
@@ -375,22 +380,17 @@ def test_a_purchase_killed_while_adyen_answers_is_charged_once_after_the_restart
         wait_for(lambda: [e[2] for e in emails_by_order(app)] == ["sent"], timeout=30, message="its email sent")
 
     assert count(app, SimPayment) == 1  # charged once
-    [(status, keys)] = read(
-        app,
-        lambda: [
-            (o.status, [a.idempotency_key for a in o.attempts]) for o in db.session.execute(select(Order)).scalars()
-        ],
-    )
-    assert status == "paid" and len(keys) == 1
+    [(reference, status, attempts)] = orders(app)
+    assert status == "paid" and len(attempts) == 1
+    keys = {key for _, key in attempts}
     calls = read(
         app,
         lambda: (
             db.session.execute(select(ApiCall.idempotency_key).where(ApiCall.endpoint == "/payments")).scalars().all()
         ),
     )
-    assert calls and set(calls) == set(keys)  # every try, before and after the crash, with the one key
+    assert calls and set(calls) == keys  # every try, before and after the crash, with the one key
     assert list(transitions_to(app, "paid").values()) == [1]
-    reference = read(app, lambda: db.session.execute(select(Order.reference)).scalar())
     assert handler.message_ids() == {f"<{reference}.paid@example.com>": 1}
     assert shopper.get(f"/orders/{token}").status_code == 200
 
@@ -410,7 +410,7 @@ def test_a_webhook_burst_killed_midway_has_one_effect_per_webhook_and_one_email_
     shop = deploy(loop_in_gunicorn=True, SIMULATOR_WEBHOOK_URL=proxy.url)
     proxy.target = shop.url + "/webhooks/adyen"
     try:
-        with on_failure_show(shop):
+        with log_shown_on_failure(shop):
             shop.start()
             shop.inject("webhooks|webhook_burst")
             live = SimpleNamespace(url=shop.url, app=app)
@@ -473,7 +473,7 @@ def test_a_delivery_and_an_email_killed_in_flight_happen_once_after_the_restart(
     shop = deploy(SIMULATOR_WEBHOOK_URL=proxy.url)
     proxy.target = shop.url + "/webhooks/adyen"
     try:
-        with on_failure_show(shop):
+        with log_shown_on_failure(shop):
             shop.start()
             shopper = Shopper(shop.url)
             shopper.add_to_cart()
@@ -511,7 +511,7 @@ def test_a_delivery_and_an_email_killed_in_flight_happen_once_after_the_restart(
     )
     assert (status, duplicates) == ("processed", 0)  # the shop never saw the first try
     assert list(transitions_to(app, "paid").values()) == [1]
-    reference = read(app, lambda: db.session.execute(select(Order.reference)).scalar())
+    [(reference, *_)] = orders(app)
     assert handler.message_ids() == {f"<{reference}.paid@example.com>": 2}
     first, second = (message for _, message in handler.messages)
     assert first["Subject"] == second["Subject"] and first.get_content() == second.get_content()
