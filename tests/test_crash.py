@@ -34,10 +34,10 @@ from werkzeug.wrappers import Request, Response
 from shop.db import db
 from shop.models import ApiCall, Email, Notification, Order, OrderEvent
 from shop.simulator.models import SimPayment, SimWebhookDelivery
-from tests.conftest import build_app
+from tests.conftest import build_app, process_env
 from tests.shopper import Shopper, forms_of, link, order_token, text_of
 from tests.simulator_helpers import GOOD_CARD as KNET_CARD
-from tests.simulator_helpers import payment_request, submit_page
+from tests.simulator_helpers import pay
 from tests.test_concurrency_pg import free_port
 from tests.test_deployment import documented_gunicorn_arguments
 from tests.test_mail import Collector
@@ -84,15 +84,9 @@ class Deployment:
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop_in_gunicorn = loop_in_gunicorn
         self.logs = tmp_path / "deployment.log"
-        self.env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("ADYEN_", "SIMULATOR_", "WEBHOOK_", "MAIL_", "TEST_DATABASE", "BACKGROUND_"))
-        }
-        self.env.update(
-            SETTINGS,
-            ADYEN_ENVIRONMENT="simulator",
-            DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+        self.env = process_env(
+            app,
+            **SETTINGS,
             PUBLIC_BASE_URL=self.url,
             BACKGROUND_WORKER="1" if loop_in_gunicorn else "0",
             **settings,
@@ -416,15 +410,8 @@ def test_a_webhook_burst_killed_midway_has_one_effect_per_webhook_and_one_email_
             live = SimpleNamespace(url=shop.url, app=app)
             references = [make_order(app, amount_value=12500 + n) for n in range(BURST)]
             for n, reference in enumerate(references):
-                body = payment_request(live, reference=reference, amount={"currency": "KWD", "value": 12500 + n})
-                answer = requests.post(
-                    shop.url + "/_sim/checkout/v71/payments",
-                    json=body,
-                    headers={"X-API-Key": app.config["ADYEN_API_KEY"]},
-                    timeout=20,
-                )
-                assert answer.status_code == 200, answer.text
-                assert submit_page(live, answer.json()["action"], **KNET_CARD).status_code == 303
+                page, _, _ = pay(live, KNET_CARD, reference=reference, amount={"currency": "KWD", "value": 12500 + n})
+                assert page.status_code == 303  # back to the shop; the AUTHORISATION is queued, and held
             assert count(app, SimWebhookDelivery) == BURST and count(app, Notification) == 0  # all held
             shop.release_burst()
             assert proxy.holding.wait(60), "the burst never reached the shop"

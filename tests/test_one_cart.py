@@ -7,7 +7,6 @@ duplicate_payment, linked to the first, in the console and in `flask orders list
 the cart is paid, the cart is empty in every tab.
 """
 
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from sqlalchemy import select
 
 from shop.db import db
 from shop.models import Order
+from tests.conftest import process_env
 from tests.console_helpers import steps_of
 from tests.fault_helpers import api_calls, form_posting_to
 from tests.shopper import GOOD_CARD, Shopper, forms_of, link, text_of
@@ -88,16 +88,10 @@ def test_a_second_tab_and_back_from_knet_show_the_payment_in_progress(live_serve
 
 def cli_orders_list(server):
     """`flask --app wsgi orders list` in a process of its own, on the test's database."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ADYEN_", "SIMULATOR_", "WEBHOOK_", "MAIL_", "TEST_DATABASE", "BACKGROUND_"))
-    }
-    env.update(ADYEN_ENVIRONMENT="simulator", DATABASE_URL=server.app.config["SQLALCHEMY_DATABASE_URI"])
     done = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", "orders", "list"],
         cwd=ROOT,
-        env=env,
+        env=process_env(server.app),
         capture_output=True,
         text=True,
         timeout=120,
