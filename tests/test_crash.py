@@ -49,7 +49,7 @@ PAID = "Payment successful"
 SETTINGS = {
     "SIMULATOR_WEBHOOK_DELAY": "0",
     "SIMULATOR_RETRY_SCALE": "0.001",
-    "SIMULATOR_DELIVERY_LEASE": "1",
+    "SIMULATOR_DELIVERY_LEASE": "10.5",  # just over the 10 s a delivery may take
     "WEBHOOK_LEASE_SECONDS": "1",
     "WEBHOOK_RETRY_SECONDS": "0.1",
     "MAIL_TIMEOUT": "0.3",
