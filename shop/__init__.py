@@ -16,7 +16,7 @@ import logging
 import os
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, request
 from sqlalchemy.exc import DBAPIError
 
 from shop.config import load_settings
@@ -27,22 +27,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Shop(Flask):
-    """Flask, with one more chance for a page whose database connection was lost under it."""
+    """Flask, with more chances for a page whose database connection was lost under it."""
 
     def dispatch_request(self):
-        """Run the view; run it once more if the database dropped its connection meanwhile (a
-        restart, a failover). Every view can be repeated, as a refresh or a double click repeats it:
-        what it writes, it writes in units of work that find what an earlier run did (shop/db.py)."""
-        from shop.db import db, is_disconnect
+        """Run the view; run it again (up to DISCONNECT_RETRIES times) if the database dropped its
+        connection meanwhile (a restart, a failover). Every view can be repeated, as a refresh or a
+        double click repeats it: what it writes, it writes in units of work that find what an earlier
+        run did (shop/db.py)."""
+        from shop.db import DISCONNECT_RETRIES, db, is_disconnect
 
-        try:
-            return super().dispatch_request()
-        except DBAPIError as error:
-            if not is_disconnect(error):
-                raise
-            db.session.rollback()
-            log.warning("database connection lost while answering %s; answering again", self.name)
-            return super().dispatch_request()
+        for retry in range(DISCONNECT_RETRIES + 1):
+            try:
+                return super().dispatch_request()
+            except DBAPIError as error:
+                if not is_disconnect(error) or retry == DISCONNECT_RETRIES:
+                    raise
+                db.session.rollback()
+                log.warning("database connection lost while answering %s; answering again", request.endpoint)
 
 
 def create_app(test_config=None):

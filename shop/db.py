@@ -109,6 +109,18 @@ def transaction(unit):
     return run
 
 
+def end_session(_error=None):
+    """At the end of a request (or a background job): roll back what it only read. A connection the
+    database dropped since its last statement has nothing left to roll back: without this, closing
+    the session raised there, and an answer already made became a 500."""
+    try:
+        db.session.rollback()
+    except DBAPIError as error:
+        if not is_disconnect(error):
+            raise
+        log.info("the database connection was lost after the last statement; nothing to roll back")
+
+
 @event.listens_for(Pool, "checkin")
 def _note_checkin(_dbapi_connection, record):
     if record is not None:
@@ -168,6 +180,7 @@ def init_app(app):
         options.setdefault("pool_size", app.config["DATABASE_POOL_SIZE"])
         options.setdefault("max_overflow", 5)  # a burst beyond it: README, max_connections
     db.init_app(app)
+    app.teardown_appcontext(end_session)  # runs before Flask-SQLAlchemy's own, which closes the session
     # render_as_batch: SQLite cannot ALTER most things; Alembic copies the table instead.
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
     app.extensions["schemas"] = []  # plug-ins' tables (add_schema)

@@ -4,6 +4,7 @@ HTTP on loopback, so the shop and its simulator talk to each other as they do in
 The database is a copy of one built from the Alembic migrations: a SQLite file in tmp_path, or,
 when TEST_DATABASE_URL names a PostgreSQL server, a database of its own there (tests/databases.py)."""
 
+import os
 import threading
 
 import pytest
@@ -26,6 +27,18 @@ def build_app(tmp_path, public_base_url="http://127.0.0.1:5000", **overrides):
         config["SQLALCHEMY_DATABASE_URI"] = databases.url_for(tmp_path)
     config.update(overrides)
     return create_app(config)
+
+
+def process_env(app, **settings):
+    """The environment of a shop process a test starts (gunicorn, `flask worker`, a CLI command) on
+    `app`'s database: the test run's own settings (TEST_DATABASE_URL, ADYEN_*, …) left out."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ADYEN_", "SIMULATOR_", "WEBHOOK_", "MAIL_", "TEST_DATABASE", "BACKGROUND_"))
+    }
+    env.update(ADYEN_ENVIRONMENT="simulator", DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], **settings)
+    return env
 
 
 def pytest_configure(config):

@@ -91,6 +91,14 @@ class Shopper:
             time.sleep(0.1)
 
 
+def link(page, label):
+    """The address of the link on `page` that reads `label` (a shopper clicks it)."""
+    for href, text in re.findall(r'<a [^>]*href="([^"]+)"[^>]*>(.*?)</a>', page.text, re.S):
+        if text_of(text) == label:
+            return urljoin(page.url, html_lib.unescape(href))
+    raise AssertionError(f"no link {label!r} on the page: {text_of(page.text)[:400]}")
+
+
 def order_token(page):
     """The order's token, from the way to the page it was sent to pay on (/orders/<token>/pay)."""
     return next(urlsplit(r.url).path.split("/")[2] for r in page.history if r.url.endswith("/pay"))

@@ -129,13 +129,23 @@ def _is_placed(order):
 
 
 def _empty_the_cart_if_bought(cart):
-    """The order of this cart that was paid or received, after emptying the cart; or None."""
+    """The order of this cart that was paid or received, after emptying the cart (and saying so);
+    or None."""
     if cart.is_empty or not cart.ref:
         return None
     placed = next((order for order in payments.orders_of_cart(cart.ref) if _is_placed(order)), None)
     if placed is not None:
         cart.clear()
+        flash(gettext("This cart was bought already, in order %(reference)s.", reference=placed.reference), "success")
     return placed
+
+
+@bp.before_app_request
+def _empty_a_bought_cart_in_the_storefront():
+    """The catalog and the cart page too show a cart that another tab paid for (or that a webhook
+    made paid after the shopper left KNET's page) as empty."""
+    if request.blueprint == "storefront":
+        _empty_the_cart_if_bought(Cart.from_session())
 
 
 def _payment_methods(cart, locale, checkout_key=None):
@@ -167,7 +177,6 @@ def checkout():
     cart = Cart.from_session()
     bought = _empty_the_cart_if_bought(cart)
     if bought is not None:
-        flash(gettext("This cart was bought already, in order %(reference)s.", reference=bought.reference), "success")
         return _see("checkout.result", token=bought.token)
     if cart.is_empty:
         flash(gettext("Your cart is empty. Add a product before checking out."), "error")
