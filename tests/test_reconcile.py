@@ -106,3 +106,24 @@ def test_an_offer_no_webhook_came_for_is_closed_and_a_late_authorisation_still_w
 def test_leases_and_the_reconciliation_delay_are_checked_at_start_up(settings, message):
     with pytest.raises(ConfigError, match=message):
         load_settings({"ADYEN_ENVIRONMENT": "simulator", **settings})
+
+
+def test_an_order_the_shopper_was_told_is_placed_is_flagged_for_review_not_cancelled(live_server_factory):
+    """/payments/details said Authorised, but no webhook came (Adyen may still be retrying an
+    endpoint it could not reach): the shop never tells that shopper "cancelled"."""
+    server = start(live_server_factory)
+    shopper = Shopper(server.url)
+    shopper.add_to_cart()
+    result = shopper.pay_on_knet(shopper.place_order())
+    assert "Payment successful" in text_of(result.text)
+    order, _ = the_order(server)
+    wait_for(lambda: get_order(server.app, order.reference).needs_review, timeout=20, message="the review flag")
+    flagged = get_order(server.app, order.reference)
+    assert (flagged.status, flagged.result_code, flagged.status_reason) == ("pending", "Authorised", None)
+    assert emails(server.app, order.reference) == []
+    timeline = text_of(Shopper(server.url).get(f"/console/orders/{order.id}").text)
+    assert "Flagged for review by the shop" in timeline and "the shopper was told 'Authorised'" in timeline
+    assert "Payment successful" in text_of(shopper.get(f"/orders/{order.token}").text)
+    # The webhook, late: it settles the order as usual.
+    assert post(server, envelope(item(server.app, order.reference, psp=flagged.psp_reference))).text == "[accepted]"
+    wait_for(lambda: get_order(server.app, order.reference).status == "paid", message="paid by the late webhook")

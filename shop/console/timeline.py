@@ -332,8 +332,10 @@ def _title(event, detail, notification):
         return f"{moved}: {cause}" if cause else moved
     if kind == Kind.REVIEW:
         return f"Flagged for a person, status unchanged: {cause}" if cause else "Flagged for a person"
+    if kind == Kind.RECONCILED and moved:
+        return f"{moved}: closed by the shop, no result came"
     if kind == Kind.RECONCILED:
-        return f"{moved or 'pending → expired'}: closed by the shop, no result came"
+        return "Flagged for review by the shop: no webhook came, though the shopper was told the order was placed"
     if kind == Kind.PAYMENT_REFUSED:
         return f"{moved or 'pending → created'}: Adyen refused /payments ({event.note})"
     if kind == Kind.PAYMENT_ANSWERED:

@@ -9,6 +9,11 @@ payment", on the order's page and by email) and says so on the timeline. If Adye
 success=true comes later all the same, it still wins: the order becomes paid and is flagged for a
 refund decision, as for any payment after a cancellation (shop/orders/state.py, REOPENABLE).
 
+Except when the shopper was told the order was placed (/payments/details said Authorised, Pending or
+Received): the money may well be on its way, and a webhook that is late (an endpoint Adyen could not
+reach for a day keeps being retried for up to 30 days) must not turn "successful" into "cancelled".
+Such an order stays pending and is flagged for review, once, with why.
+
 `reconcile_due` is a job of the background loop (shop/worker.py).
 """
 
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 UNCONFIRMED = "unconfirmed"
 BATCH = 50
+# What /payments/details may have told the shopper that says the order is placed.
+PLACED_RESULTS = ("Authorised", "Pending", "Received")
 
 
 def reconcile_due(limit=BATCH):
@@ -41,7 +48,11 @@ def reconcile_due(limit=BATCH):
     due = db.session.execute(
         select(Order.id)
         .outerjoin(started, started.c.order_id == Order.id)
-        .where(Order.status == OrderStatus.PENDING, func.coalesce(started.c.started, Order.updated_at) < cutoff)
+        .where(
+            Order.status == OrderStatus.PENDING,
+            ~Order.needs_review,  # flagged already: a person looks at it
+            func.coalesce(started.c.started, Order.updated_at) < cutoff,
+        )
         .order_by(Order.id)
         .limit(limit)
     ).scalars()
@@ -61,14 +72,23 @@ def close_unconfirmed(order_id, cutoff):
             return None
         answered = "no answer to /payments" if attempt is None or attempt.status == "calling" else "no webhook"
         hours = current_app.config["RECONCILE_AFTER_SECONDS"] / 3600
+        attempt_id = attempt.id if attempt else None
+        if order.result_code in PLACED_RESULTS:
+            if order.needs_review:
+                return None
+            note = (
+                f"{answered} within {hours:g} h, but the shopper was told '{order.result_code}': left pending and "
+                "flagged for review (check the payment in the Customer Area)"
+            )
+            return state.Change({"needs_review": True}, Entry(Kind.RECONCILED, note=note, attempt_id=attempt_id))
         note = f"{answered} within {hours:g} h of the payment's start: closed by the shop"
-        entry = Entry(Kind.RECONCILED, note=note, attempt_id=attempt.id if attempt else None)
+        entry = Entry(Kind.RECONCILED, note=note, attempt_id=attempt_id)
         return state.Change({"status": OrderStatus.EXPIRED, "status_reason": UNCONFIRMED}, entry, UNCONFIRMED)
 
     applied = state.change_order(order_id, decide)
     if applied is not None:
         log.warning("order %s: %s", applied.order.reference, applied.change.entry.note)
-    return applied is not None
+    return applied is not None and applied.change.status == OrderStatus.EXPIRED
 
 
 def _utc(moment):
