@@ -206,7 +206,9 @@ def test_console_login_and_locked_pages_fit_a_phone(live_server_factory, tab):
         page.goto(guarded.url + "/console/orders")
         yield "console-login"
         page.get_by_label("Password").fill("not it")
-        page.get_by_role("button", name="Log in").click()
+        # Look at the answer only once it has loaded, not at the page it replaces.
+        with page.expect_navigation():
+            page.get_by_role("button", name="Log in").click()
         yield "console-login-refused"
 
     inspector = Inspector(page).walk(tour())
