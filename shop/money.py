@@ -14,6 +14,13 @@ def format_amount(value, currency="KWD", language="en"):
     return f"{sign}{whole:,}.{fraction:0{decimals}d} {name}"
 
 
+def as_typed(value, currency="KWD"):
+    """12500, 'KWD' -> '12.500': the amount as a person types it (parse_amount reads it back)."""
+    decimals = CURRENCY_DECIMALS.get(currency, 2)
+    whole, fraction = divmod(int(value), 10**decimals)
+    return f"{whole}.{fraction:0{decimals}d}"
+
+
 def parse_amount(text, currency="KWD"):
     """'1.250', 'KWD' -> 1250: an amount typed by a person, to minor units exactly (no float on the way).
 
@@ -38,3 +45,4 @@ def _money_filter(value, currency="KWD"):
 
 def init_app(app):
     app.jinja_env.filters["money"] = _money_filter
+    app.jinja_env.filters["as_typed"] = as_typed

@@ -232,7 +232,13 @@ def apply_refund_webhook(event):
         succeeded = decision.status == RefundStatus.SUCCEEDED
         return RefundChange(
             decision.status,
-            Entry(Kind.REFUND_SETTLED, note=note, notification_id=event.notification_id, refund_id=current.id),
+            Entry(
+                Kind.REFUND_SETTLED,
+                note=note,
+                detail={"refund": decision.status},
+                notification_id=event.notification_id,
+                refund_id=current.id,
+            ),
             failure_reason=None if succeeded else (event.reason or event.event_code),
             psp_reference=event.psp_reference,
             email=f"{'refunded' if succeeded else 'refund_failed'}:{current.id}",
