@@ -15,6 +15,7 @@ from Adyen.exceptions import AdyenAPIResponseError, AdyenAPIUnprocessableEntity
 
 from shop.adyen.signature import is_valid, signing_string
 from shop.simulator import faults, payments
+from tests.console_helpers import post_form
 from tests.simulator_helpers import (
     API_PATH,
     GOOD_CARD,
@@ -27,7 +28,7 @@ from tests.simulator_helpers import (
     start_payment,
     wait_for,
 )
-from tests.webhook_helpers import in_app
+from tests.webhook_helpers import in_app, notifications
 
 REFUNDS = "/payments/{paymentPspReference}/refunds"
 REVERSALS = "/payments/{paymentPspReference}/reversals"
@@ -385,3 +386,35 @@ def test_api_faults_apply_to_the_modification_endpoints_too(server):
         modifications_api(server).refund_captured_payment(refund_body(server), psp_reference)
     # It did nothing: the whole amount is still there.
     assert modify(server, REFUNDS, psp_reference, refund_body(server)).status_code == 201
+
+
+# What the Customer Area sends by itself ------------------------------------------------------------------
+
+
+def test_the_deliveries_page_sends_the_customer_areas_test_notification_and_report_available(live_server):
+    """Pressed on the simulator's console, both go signed to the shop, which acknowledges them and
+    changes no order."""
+    http = requests.Session()
+    outbox = http.get(live_server.url + "/console/deliveries", timeout=10)
+    assert "Send the test notification" in outbox.text
+    assert post_form(http, outbox, "/console/deliveries/customer-area-test").status_code == 200
+    outbox = http.get(live_server.url + "/console/deliveries", timeout=10)
+    assert post_form(http, outbox, "/console/deliveries/report-available").status_code == 200
+
+    def stored():
+        rows = notifications(live_server.app)
+        return rows if len(rows) == 2 and all(row.status not in ("pending", "processing") for row in rows) else None
+
+    test, report = wait_for(stored, message="both stored by the shop")
+    assert (test.event_code, test.psp_reference, test.merchant_reference) == (
+        "AUTHORISATION",
+        "test_AUTHORISATION_1",
+        "testMerchantRef1",
+    )
+    assert report.event_code == "REPORT_AVAILABLE"
+    assert report.psp_reference.startswith("payments_accounting_report_") and report.psp_reference.endswith(".csv")
+    assert report.reason.startswith("https://ca-test.adyen.com/reports/download/MerchantAccount/")
+    assert report.reason.endswith("/" + report.psp_reference)
+    assert {row.status for row in (test, report)} == {"ignored"}, [(row.status, row.note) for row in (test, report)]
+    outbox = http.get(live_server.url + "/console/deliveries", timeout=10).text
+    assert outbox.count('<span class="status status-delivered">delivered</span>') == 2
