@@ -14,8 +14,9 @@ import requests
 from Adyen.exceptions import AdyenAPIResponseError, AdyenAPIUnprocessableEntity
 
 from shop.adyen.signature import is_valid, signing_string
+from shop.db import db
 from shop.simulator import faults, payments
-from tests.console_helpers import post_form
+from tests.console_helpers import FAST, order_id_from, post_form, run_scenario, settled
 from tests.simulator_helpers import (
     API_PATH,
     GOOD_CARD,
@@ -418,3 +419,44 @@ def test_the_deliveries_page_sends_the_customer_areas_test_notification_and_repo
     assert {row.status for row in (test, report)} == {"ignored"}, [(row.status, row.note) for row in (test, report)]
     outbox = http.get(live_server.url + "/console/deliveries", timeout=10).text
     assert outbox.count('<span class="status status-delivered">delivered</span>') == 2
+
+
+# Demo scenarios ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, final, refunded, reason",
+    [
+        ("refunded", "refunded", [12500], "CUSTOMER REQUEST"),
+        ("partly_refunded", "partially_refunded", [3125, 3125], "CUSTOMER REQUEST"),
+        ("late_refunded", "refunded", [12500], "DUPLICATE"),
+    ],
+)
+def test_a_refund_demo_scenario_ends_with_its_refunds_told_by_the_simulators_webhooks(
+    live_server_factory, name, final, refunded, reason
+):
+    from shop.models import Order, Refund
+
+    server = live_server_factory(ENV=FAST)
+    landed = run_scenario(server, name)
+    assert landed.status_code == 200, landed.text[:500]
+    order_id = order_id_from(landed.url)
+    status = in_app(server.app, lambda: db.session.get(Order, order_id).status)
+    wait_for(lambda: status() == final, timeout=20, message=f"the order {final}")
+    wait_for(lambda: settled(server.app), message="every webhook applied")
+    with server.app.app_context():
+        order = db.session.get(Order, order_id)
+        rows = db.session.query(Refund).filter_by(order_id=order_id).order_by(Refund.id).all()
+        assert [(row.amount_value, row.reason, row.status) for row in rows] == [
+            (amount, reason, "succeeded") for amount in refunded
+        ]
+        assert order.needs_refund_decision is (name == "late_refunded")
+        payment_psp, reference = order.psp_reference, order.reference
+        refund_psps = [row.psp_reference for row in rows]
+    # Each refund's REFUND came from the simulator, about the order's payment.
+    items = [item for item in queued(server, "REFUND", payment_psp)]
+    assert sorted(item["pspReference"] for item in items) == sorted(refund_psps)
+    assert {item["success"] for item in items} == {"true"}
+    if name == "late_refunded":
+        events = [row.event_code for row in notifications(server.app, merchant_reference=reference)]
+        assert events[:2] == ["OFFER_CLOSED", "AUTHORISATION"]
