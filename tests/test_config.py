@@ -128,6 +128,8 @@ def test_leases_that_would_let_work_be_done_twice_stop_start_up(env, message):
         ("SIMULATOR_RETURN_METHOD", "PUT"),
         ("SIMULATOR_704_STATUS", "500"),  # Adyen's docs name 422 and 409 only
         ("SIMULATOR_DELIVERY_LEASE", "5"),  # shorter than a send may take
+        ("SIMULATOR_OFFER_EXPIRY", "0"),
+        ("SIMULATOR_OFFER_EXPIRY", "90000"),  # longer than the 24 hours Adyen allows a session
     ],
 )
 def test_malformed_simulator_settings_are_named_when_it_is_mounted(tmp_path, name, value):
