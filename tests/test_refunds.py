@@ -160,7 +160,7 @@ def test_a_refund_failed_after_it_succeeded_gives_the_order_back_flagged(server)
     inject(server, REFUNDS, "refund_failed", seconds=0.3)
     refund(server, order_id)
     wait_for(lambda: the_order(server, order_id).refund_failed, timeout=15, message="REFUND_FAILED applied")
-    order = becomes(server, order_id, "paid")
+    assert becomes(server, order_id, "paid").refund_failed
     (row,) = refunds_of(server, order_id)
     assert (row.status, row.failure_reason) == ("failed", "Refund Failed")
     wait_for(lambda: len(emails_of(server, order_id)) >= 3, message="the emails")
