@@ -417,8 +417,13 @@ def test_the_deliveries_page_sends_the_customer_areas_test_notification_and_repo
     assert report.reason.startswith("https://ca-test.adyen.com/reports/download/MerchantAccount/")
     assert report.reason.endswith("/" + report.psp_reference)
     assert {row.status for row in (test, report)} == {"ignored"}, [(row.status, row.note) for row in (test, report)]
-    outbox = http.get(live_server.url + "/console/deliveries", timeout=10).text
-    assert outbox.count('<span class="status status-delivered">delivered</span>') == 2
+
+    def outbox_delivered():
+        page = http.get(live_server.url + "/console/deliveries", timeout=10).text
+        return page.count('<span class="status status-delivered">delivered</span>') == 2
+
+    # The sender records the shop's 200 just after the shop has stored the item.
+    wait_for(outbox_delivered, message="both shown delivered in the outbox")
 
 
 # Demo scenarios ----------------------------------------------------------------------------------------
