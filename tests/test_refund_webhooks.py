@@ -199,3 +199,22 @@ def test_a_refund_notification_for_no_payment_of_ours_changes_nothing(live_serve
     settled(app, 1)
     assert get_order(app, order).status == "paid"
     assert "no refund of this shop matches" in notifications(app)[0].note
+
+
+def test_a_replayed_refund_notification_changes_nothing_and_shows_on_the_timeline(live_server):
+    from shop.webhooks import processing
+
+    app = live_server.app
+    order = paid_order(app)
+    refund = saved_refund(app, order, 12500, psp="REFUND0000000081")
+    deliver(live_server, refund_item(app, refund, "REFUND0000000081"))
+    settled(app, 1)
+    (notification,) = notifications(app)
+    with app.app_context():
+        assert processing.replay_now(notification.id) == "processed"
+    settled(app, 1)
+    assert get_order(app, order).status == "refunded"
+    assert len(events(app, order, kind="webhook_replayed")) == 1
+    assert len(events(app, order, kind="refund_settled")) == 1
+    assert "no change: the refund succeeded already" in notifications(app)[0].note
+    assert len(kept_emails(app, order)) == 1

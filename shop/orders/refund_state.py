@@ -202,6 +202,11 @@ def payment_order(event):
     )
 
 
+def order_id_of_refund(reference):
+    """The order of the refund with this reference (a refund notification's merchantReference), or None."""
+    return db.session.execute(select(Refund.order_id).where(Refund.reference == reference)).scalar()
+
+
 def order_id_for(event):
     """The order a refund notification concerns (for the timeline of a notification nobody asked for)."""
     refund = find_refund(event)

@@ -289,7 +289,7 @@ def requeue(notification_id):
         return None
     if not QUEUE.requeue(notification_id, (row.status,)):
         return None
-    order_id = state.order_id_for(row.merchant_reference)
+    order_id = state.order_id_for(row.merchant_reference) or refund_state.order_id_of_refund(row.merchant_reference)
     if order_id is not None:
         history.note(order_id, Kind.WEBHOOK_REPLAYED, notification_id=notification_id)
     return row.status
