@@ -252,6 +252,24 @@ def test_two_consoles_at_once_never_refund_more_than_was_paid(server):
     becomes(server, order_id, "partially_refunded")
 
 
+def test_a_double_click_at_once_makes_one_refund(server):
+    order_id = buy(server)
+    made, start = [], threading.Barrier(3)
+
+    def click():
+        start.wait()
+        made.append(refund(server, order_id, amount_minor=3000, request_key="one-confirmation").id)
+
+    threads = [threading.Thread(target=click) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(made) == 3 and len(set(made)) == 1
+    assert len(refunds_of(server, order_id)) == 1 and modifications(server) == 1
+    becomes(server, order_id, "partially_refunded")
+
+
 # --- The console and the command line --------------------------------------------------------------
 
 
@@ -296,6 +314,10 @@ def test_a_flagged_payment_shows_a_prefilled_refund_button(server):
     assert "Refund 12.500 KWD (DUPLICATE)" in text_of(page)
     listed = requests.get(f"{server.url}/console/orders", timeout=10).text
     assert f"/console/orders/{order_id}/refund?amount=12.500&amp;reason=DUPLICATE" in listed
+    # Refunding it is the decision: the flag gives way to the refund's own status.
+    refund(server, order_id, reason="DUPLICATE")
+    order = becomes(server, order_id, "refunded")
+    assert not order.needs_refund_decision and order.flags == []
 
 
 def test_the_command_line_refunds_an_amount_in_kwd(server):
