@@ -106,7 +106,8 @@ class Order(db.Model):
         flags = []
         if self.needs_review:
             flags.append("needs review")
-        if self.needs_refund_decision:
+        if self.needs_refund_decision and self.status == OrderStatus.PAID:
+            # Once a refund is asked for, the decision is made (shown again if the order comes back to paid).
             flags.append("needs refund decision")
         if self.duplicate_of_id is not None:
             flags.append(f"duplicate_payment of order #{self.duplicate_of_id}")

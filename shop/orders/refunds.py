@@ -120,9 +120,7 @@ def _save_refund(order_id, amount_minor, reason, reversal, request_key, requeste
         )
         detail = {"reference": refund.reference, "Idempotency-Key": refund.idempotency_key, "amount": amount}
         entry = Entry(Kind.REFUND_REQUESTED, note=note, detail=detail, refund_id=refund.id)
-        # Asking for a refund is the refund decision; a refund that fails raises refund_failed instead.
-        values = {"status": OrderStatus.REFUND_PENDING, "refund_failed": False, "needs_refund_decision": False}
-        return Change(values, entry)
+        return Change({"status": OrderStatus.REFUND_PENDING, "refund_failed": False}, entry)
 
     change_order(order_id, decide)
     return saved.id, saved.status
