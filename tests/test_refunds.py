@@ -5,6 +5,7 @@ submit, a retry after a timeout, two consoles at once (on PostgreSQL too, with T
 """
 
 import threading
+from datetime import timedelta
 
 import pytest
 import requests
@@ -226,6 +227,23 @@ def test_a_retry_after_a_timeout_reuses_the_key_and_makes_one_refund(live_server
     assert (again.id, again.status) == (row.id, "received")
     assert [key for _request, key, _response in calls(server, REFUNDS)] == [row.idempotency_key] * 2
     becomes(server, order_id, "refunded")
+    assert modifications(server) == 1
+
+
+def test_a_refund_that_got_no_answer_is_sent_again_by_the_worker_with_its_key(live_server_factory):
+    server = live_server_factory(ENV=FAST, REFUND_RETRIES=0)
+    order_id = buy(server)
+    inject(server, REFUNDS, "refuse")  # the connection closed, no answer: nothing was done
+    with pytest.raises(refunds.RefundOutcomeUnknown):
+        refund(server, order_id)
+    (row,) = refunds_of(server, order_id)
+    assert row.status == "requested"
+    with server.app.app_context():  # as if WORKER_TIMEOUT had passed since the call
+        db.session.get(Refund, row.id).updated_at = row.updated_at - timedelta(hours=1)
+        db.session.commit()
+    server.app.extensions["worker"].wake()
+    becomes(server, order_id, "refunded")
+    assert [key for _request, key, _response in calls(server, REFUNDS)] == [row.idempotency_key] * 2
     assert modifications(server) == 1
 
 
