@@ -218,3 +218,14 @@ def test_a_replayed_refund_notification_changes_nothing_and_shows_on_the_timelin
     assert len(events(app, order, kind="refund_settled")) == 1
     assert "no change: the refund succeeded already" in notifications(app)[0].note
     assert len(kept_emails(app, order)) == 1
+
+
+def test_the_refund_email_is_written_in_the_orders_language(live_server):
+    app = live_server.app
+    order = paid_order(app, shopper_locale="ar-KW")
+    refund = saved_refund(app, order, 2500, psp="REFUND0000000091")
+    deliver(live_server, refund_item(app, refund, "REFUND0000000091", value=2500))
+    settled(app, 1)
+    (email,) = kept_emails(app, order)
+    assert email.subject == f"رددنا إليك 2.500 د.ك: الطلب {order}"
+    assert f"رددنا إليك 2.500 د.ك من مبلغ دفعتك للطلب {order}." in email.body
