@@ -20,7 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "shop" / "simulator" / "checkout_v71_schemas.json"
-ENDPOINTS = ("/paymentMethods", "/payments", "/payments/details")
+ENDPOINTS = (
+    "/paymentMethods",
+    "/payments",
+    "/payments/details",
+    "/payments/{paymentPspReference}/refunds",
+    "/payments/{paymentPspReference}/reversals",
+    "/payments/{paymentPspReference}/cancels",
+)
 # Documentation only: dropping them keeps the file small and changes no validation.
 DROPPED_KEYS = {"description", "example", "examples", "externalDocs", "summary"}
 

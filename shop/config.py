@@ -89,6 +89,7 @@ _REPORTED_PREFIXES = (
     "KNET_",
     "SHOPPER_",
     "PORT",
+    "AUTO_REFUND_",
 )
 
 
@@ -267,6 +268,9 @@ def load_settings(environ=None):
         # The background loop (shop/worker.py) in a thread of each app process. Off (0) for web
         # processes when `flask worker` processes do that work beside them.
         "BACKGROUND_WORKER": flag("BACKGROUND_WORKER", "on"),
+        # Refund payments flagged needs_refund_decision or duplicate_payment without asking anyone
+        # (shop/orders/refunds.py). Off by default: a merchant decides (README, Refunds).
+        "AUTO_REFUND_FLAGGED": flag("AUTO_REFUND_FLAGGED", "off"),
         # Adyen calls must end well before a gunicorn worker is killed (see the check above).
         **timeouts,
         **work,

@@ -31,7 +31,7 @@ from sqlalchemy import insert, select
 from shop import jobs
 from shop.db import db, transaction
 from shop.i18n import language_of_locale
-from shop.models import Email, Order, utcnow
+from shop.models import Email, Order, Refund, utcnow
 from shop.money import format_amount
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,22 @@ SUBJECTS = {
     "failed": N_("Order %(reference)s cancelled: the payment failed"),
     "expired": N_("Order %(reference)s cancelled: the payment timed out"),
     "unconfirmed": N_("Order %(reference)s cancelled: we could not confirm the payment"),
+    # One per refund and outcome: the kind is "refunded:<refund id>" (the outbox is unique per kind).
+    "refunded": N_("We refunded %(refunded)s: order %(reference)s"),
+    "refund_failed": N_("Your refund could not be completed: order %(reference)s"),
 }
+
+
+def base_kind(kind):
+    """ "refunded:12" -> ("refunded", 12); "paid" -> ("paid", None)."""
+    base, _, refund_id = (kind or "").partition(":")
+    return base, int(refund_id) if refund_id.isdigit() else None
 
 
 def queue(order, kind):
     """Put the shopper email of `kind` about `order` (as read in this transaction) in the outbox, in
     the caller's transaction. Returns its id. Rendered later, when it is sent."""
-    if kind not in SUBJECTS:
+    if base_kind(kind)[0] not in SUBJECTS:
         raise ValueError(f"no shopper email of kind {kind!r}")
     emails = Email.__table__
     values = {
@@ -93,7 +102,11 @@ def queue(order, kind):
 
 def render(order, kind, language):
     """(subject, body) of the email of `kind` about `order`, in `language`."""
+    kind, refund_id = base_kind(kind)
+    refund = db.session.get(Refund, refund_id) if refund_id is not None else None
     context = {
+        "refund": refund,
+        "refunded": format_amount(refund.amount_value, refund.currency, language) if refund else "",
         "order": order,
         "name": order.shopper_first_name,
         "reference": order.reference,
@@ -101,7 +114,8 @@ def render(order, kind, language):
         "link": f"{current_app.config['PUBLIC_BASE_URL']}/orders/{order.token}",
     }
     with force_locale(language):
-        return gettext(SUBJECTS[kind], reference=order.reference), render_template(f"emails/{kind}.txt", **context)
+        subject = gettext(SUBJECTS[kind], reference=order.reference, refunded=context["refunded"])
+        return subject, render_template(f"emails/{kind}.txt", **context)
 
 
 def message_id(reference, kind, mail_from):
@@ -156,7 +170,7 @@ def _rendered(email_id):
     email = db.session.get(Email, email_id)
     if email is None:
         return None
-    if email.body is None and email.kind in SUBJECTS and email.order_id is not None:
+    if email.body is None and base_kind(email.kind)[0] in SUBJECTS and email.order_id is not None:
         order = db.session.execute(select(Order).where(Order.id == email.order_id)).scalar_one()
         language = email.language or language_of_locale(order.shopper_locale)
         email.subject, email.body = render(order, email.kind, language)

@@ -30,8 +30,14 @@ class OrderStatus:
     PAID = "paid"  # AUTHORISATION success=true: proceed with the order
     FAILED = "failed"  # AUTHORISATION success=false: cancelled, payment failed
     EXPIRED = "expired"  # OFFER_CLOSED: cancelled, payment timed out
+    # After the payment (shop/orders/refunds.py): the refund notifications decide these too.
+    REFUND_PENDING = "refund_pending"  # a refund or reversal asked for, its notification not come yet
+    PARTIALLY_REFUNDED = "partially_refunded"  # some of the money given back
+    REFUNDED = "refunded"  # all of it given back
 
-    FINAL = (PAID, FAILED, EXPIRED)
+    # The money came: the payment was authorised, whatever was refunded since.
+    MONEY_TAKEN = (PAID, REFUND_PENDING, PARTIALLY_REFUNDED, REFUNDED)
+    FINAL = (PAID, FAILED, EXPIRED, REFUND_PENDING, PARTIALLY_REFUNDED, REFUNDED)
 
 
 class Order(db.Model):
@@ -46,7 +52,7 @@ class Order(db.Model):
     # The shopper's cart (one per browser session, a new one after it was paid for): two orders of
     # one cart that are both paid mean the shopper paid twice.
     cart_ref: Mapped[str | None] = mapped_column(String(32), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.CREATED)
+    status: Mapped[str] = mapped_column(String(24), default=OrderStatus.CREATED)
     # Compare-and-set counter: every state change is `UPDATE … WHERE version = :seen`.
     version: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -69,6 +75,9 @@ class Order(db.Model):
     # Flags for a person to look at.
     needs_refund_decision: Mapped[bool] = mapped_column(Boolean, default=False)
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last refund failed (REFUND success=false, REFUND_FAILED, REFUNDED_REVERSED): its reason is on
+    # the refund. Cleared when a new refund is asked for.
+    refund_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set when this order was paid while another order of its cart already was: a second payment.
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     # Why the order is in its status when no webhook put it there: "unconfirmed", closed by the shop's
@@ -97,10 +106,13 @@ class Order(db.Model):
         flags = []
         if self.needs_review:
             flags.append("needs review")
-        if self.needs_refund_decision:
+        if self.needs_refund_decision and self.status == OrderStatus.PAID:
+            # Once a refund is asked for, the decision is made (shown again if the order comes back to paid).
             flags.append("needs refund decision")
         if self.duplicate_of_id is not None:
             flags.append(f"duplicate_payment of order #{self.duplicate_of_id}")
+        if self.refund_failed:
+            flags.append("refund_failed")
         return flags
 
     @property
@@ -135,6 +147,55 @@ class PaymentAttempt(db.Model):
     order: Mapped[Order] = relationship(back_populates="attempts")
 
 
+class RefundStatus:
+    REQUESTED = "requested"  # saved with its Idempotency-Key; the call under way, or its outcome unknown
+    RECEIVED = "received"  # Adyen answered `received`: an acknowledgement, not the outcome
+    SUCCEEDED = "succeeded"  # REFUND / CANCEL_OR_REFUND / CANCELLATION success=true
+    FAILED = "failed"  # success=false, REFUND_FAILED, REFUNDED_REVERSED, or Adyen refused the request
+
+    OPEN = (REQUESTED, RECEIVED)
+    # What counts against what is left to refund: a failed refund gave nothing back.
+    COUNTED = (REQUESTED, RECEIVED, SUCCEEDED)
+
+
+class RefundKind:
+    REFUND = "refund"  # POST /payments/{pspReference}/refunds, an amount
+    REVERSAL = "reversal"  # POST /payments/{pspReference}/reversals: cancel or refund, all of it
+
+
+class Refund(db.Model):
+    """Money given back for a paid order: one call to /refunds or /reversals and what came of it.
+
+    Saved with its own reference and Idempotency-Key before the call, so that a retry (after a
+    timeout, a double click, a second console) can only ever repeat the same request.
+    """
+
+    __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("order_id", "request_key", name="uq_refunds_order_id_request_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default=RefundKind.REFUND)
+    amount_value: Mapped[int] = mapped_column(Integer)  # minor units (fils)
+    currency: Mapped[str] = mapped_column(String(3), default="KWD")
+    # merchantRefundReason: FRAUD, CUSTOMER REQUEST, RETURN, DUPLICATE, OTHER (or none).
+    reason: Mapped[str | None] = mapped_column(String(32))
+    # The modification's `reference` sent to Adyen (its webhooks may carry it as merchantReference).
+    reference: Mapped[str] = mapped_column(String(80), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: str(uuid.uuid4()))
+    # The asker's own key (a console form, a CLI run): the same one twice is the same refund.
+    request_key: Mapped[str] = mapped_column(String(64), default=lambda: str(uuid.uuid4()))
+    # Adyen's pspReference of the modification (from its answer or its notification).
+    psp_reference: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RefundStatus.REQUESTED)
+    # Adyen's reason when it failed (the notification's `reason`, or the API error).
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(32))  # console, cli, auto, Adyen
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # when it succeeded or failed
+
+
 class ApiCall(db.Model):
     """One call to Adyen's Checkout API, for the developer views. Never holds the API key."""
 
@@ -145,7 +206,7 @@ class ApiCall(db.Model):
     # The checkout form's key, for calls made before the order exists (/paymentMethods on the
     # checkout page), so the order's timeline can show them.
     checkout_key: Mapped[str | None] = mapped_column(String(64), index=True)
-    endpoint: Mapped[str] = mapped_column(String(64))  # "/payments"
+    endpoint: Mapped[str] = mapped_column(String(64))  # "/payments", "/payments/{pspReference}/refunds"
     url: Mapped[str] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
     request_json: Mapped[dict | None] = mapped_column(JSON)
@@ -171,8 +232,9 @@ class OrderEvent(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    old_status: Mapped[str | None] = mapped_column(String(16))
-    new_status: Mapped[str | None] = mapped_column(String(16))
+    old_status: Mapped[str | None] = mapped_column(String(24))
+    new_status: Mapped[str | None] = mapped_column(String(24))
+    refund_id: Mapped[int | None] = mapped_column(ForeignKey("refunds.id"))
     notification_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"))
     attempt_id: Mapped[int | None] = mapped_column(ForeignKey("payment_attempts.id"))
     email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id"))

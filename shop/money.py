@@ -14,6 +14,28 @@ def format_amount(value, currency="KWD", language="en"):
     return f"{sign}{whole:,}.{fraction:0{decimals}d} {name}"
 
 
+def as_typed(value, currency="KWD"):
+    """12500, 'KWD' -> '12.500': the amount as a person types it (parse_amount reads it back)."""
+    decimals = CURRENCY_DECIMALS.get(currency, 2)
+    whole, fraction = divmod(int(value), 10**decimals)
+    return f"{whole}.{fraction:0{decimals}d}"
+
+
+def parse_amount(text, currency="KWD"):
+    """'1.250', 'KWD' -> 1250: an amount typed by a person, to minor units exactly (no float on the way).
+
+    Digits with at most the currency's decimals ('1', '1.2', '1.250'); raises ValueError, saying why,
+    for anything else (a sign, a comma, a fourth decimal, nothing)."""
+    decimals = CURRENCY_DECIMALS.get(currency, 2)
+    cleaned = (text or "").strip()
+    whole, dot, fraction = cleaned.partition(".")
+    if not whole.isascii() or not whole.isdigit() or (dot and not (fraction.isascii() and fraction.isdigit())):
+        raise ValueError(f"{text!r} is not an amount: write it like 12.500 (digits, a dot, up to {decimals} decimals)")
+    if len(fraction) > decimals:
+        raise ValueError(f"{text!r} has more than {decimals} decimals: {currency} has {decimals}")
+    return int(whole) * 10**decimals + int(fraction.ljust(decimals, "0") or 0)
+
+
 def _money_filter(value, currency="KWD"):
     """The `money` template filter: the amount in the page's language."""
     from shop.i18n import current_language
@@ -23,3 +45,4 @@ def _money_filter(value, currency="KWD"):
 
 def init_app(app):
     app.jinja_env.filters["money"] = _money_filter
+    app.jinja_env.filters["as_typed"] = as_typed

@@ -1,5 +1,6 @@
 """A background loop for work that must not hold up a request: applying stored webhooks, sending
-emails, closing orders no result came for, and the jobs plug-ins register (`register`: the
+emails, closing orders no result came for, sending again refunds that got no answer, refunding
+flagged payments when AUTO_REFUND_FLAGGED is on, and the jobs plug-ins register (`register`: the
 simulator's webhook deliveries).
 
 By default each app process runs the loop in a daemon thread. With BACKGROUND_WORKER=0 the web
@@ -77,7 +78,7 @@ class Worker:
 def init_app(app):
     """The app's loop with the shop's own jobs; `start` runs it once every plug-in added its jobs."""
     from shop import mail
-    from shop.orders import reconcile
+    from shop.orders import reconcile, refunds
     from shop.webhooks import processing
 
     worker = Worker(app, interval=app.config["WORKER_INTERVAL"])
@@ -85,6 +86,8 @@ def init_app(app):
     worker.register("process webhooks", processing.process_due)
     worker.register("send emails", mail.send_due)
     worker.register("close orders no result came for", reconcile.reconcile_due)
+    worker.register("send again refunds that got no answer", refunds.resend_unanswered)
+    worker.register("refund flagged payments (AUTO_REFUND_FLAGGED)", refunds.refund_flagged)
     app.cli.add_command(worker_command)
 
 

@@ -41,7 +41,7 @@ def steps_of(page_html):
 
 
 def status_of(page_html):
-    match = re.search(r'id="order-status">([a-z]+)<', page_html)
+    match = re.search(r'id="order-status">([a-z_]+)<', page_html)
     return match.group(1) if match else None
 
 

@@ -1,15 +1,18 @@
 """Helpers for the simulator tests: API calls, driving the KNET page, a webhook receiver, polling."""
 
 import itertools
+import json
 import re
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from jsonschema import Draft202012Validator
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from shop.simulator import schema
 from tests.webhook_helpers import wait_for  # noqa: F401  (the simulator tests import it from here)
 
 PSP_REFERENCE = re.compile(r"^[A-Z0-9]{16}$")
@@ -28,6 +31,30 @@ GOOD_CARD = {
 LONGEST_REDIRECT_RESULT = "X6XtfGC3!" + ("+/=" * 6700)[: 20_000 - 9]
 
 _references = itertools.count(1)
+
+# Adyen's v71 schemas as the simulator has them (shop/simulator/checkout_v71_schemas.json).
+SPEC = json.loads(schema.SCHEMAS_PATH.read_text(encoding="utf-8"))
+
+
+def spec_validator(name):
+    root = {"$schema": SPEC["jsonSchemaDialect"], "components": SPEC["components"]}
+    return Draft202012Validator(dict(root, **{"$ref": f"#/components/schemas/{name}"}))
+
+
+VALIDATORS = {name: spec_validator(name) for name in SPEC["components"]["schemas"]}
+
+
+def conforms(endpoint, response):
+    """The answer is JSON of the schema the spec names for this status, with Adyen's headers."""
+    assert response.headers["Content-Type"] == "application/json;charset=UTF-8"
+    assert PSP_REFERENCE.match(response.headers["pspReference"])
+    name = SPEC["operations"][endpoint]["responses"].get(str(response.status_code), "ServiceError")
+    body = response.json()
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in VALIDATORS[name].iter_errors(body)]
+    assert not errors, f"{endpoint} {response.status_code} is not a valid {name}: {errors}"
+    if name == "ServiceError":
+        assert body["status"] == response.status_code
+    return body
 
 
 def api_headers(live, **extra):

@@ -128,6 +128,8 @@ def test_leases_that_would_let_work_be_done_twice_stop_start_up(env, message):
         ("SIMULATOR_RETURN_METHOD", "PUT"),
         ("SIMULATOR_704_STATUS", "500"),  # Adyen's docs name 422 and 409 only
         ("SIMULATOR_DELIVERY_LEASE", "5"),  # shorter than a send may take
+        ("SIMULATOR_OFFER_EXPIRY", "0"),
+        ("SIMULATOR_OFFER_EXPIRY", "90000"),  # longer than the 24 hours Adyen allows a session
     ],
 )
 def test_malformed_simulator_settings_are_named_when_it_is_mounted(tmp_path, name, value):
@@ -142,3 +144,12 @@ def test_a_database_other_than_postgresql_or_sqlite_is_refused_by_name():
 
     with pytest.raises(ConfigError, match="PostgreSQL .* or SQLite, not mysql"):
         create_app({"ENV": {"ADYEN_ENVIRONMENT": "simulator"}, "SQLALCHEMY_DATABASE_URI": "mysql://shop@db/shop"})
+
+
+def test_flagged_payments_are_not_refunded_automatically_unless_asked():
+    """A merchant decides (README, Refunds): off by default, and a value that is not yes or no stops start-up."""
+    assert load_settings({})["AUTO_REFUND_FLAGGED"] is False
+    assert load_settings({"AUTO_REFUND_FLAGGED": "on"})["AUTO_REFUND_FLAGGED"] is True
+    with pytest.raises(ConfigError, match="^AUTO_REFUND_FLAGGED must be 1") as raised:
+        load_settings({"AUTO_REFUND_FLAGGED": "sometimes"})
+    assert "sometimes" not in str(raised.value)

@@ -6,7 +6,6 @@ says), and carries a pspReference header. Each case also goes through the offici
 unchanged: a mistake Adyen refuses is refused here too, and nothing the spec allows is refused.
 """
 
-import json
 import threading
 import uuid
 
@@ -14,43 +13,22 @@ import Adyen
 import pytest
 import requests
 from Adyen.exceptions import AdyenAPIResponseError
-from jsonschema import Draft202012Validator
 
-from shop.simulator import faults, schema
+from shop.simulator import faults
 from tests.conftest import LiveServer
 from tests.simulator_helpers import (
     API_PATH,
     GOOD_CARD,
-    PSP_REFERENCE,
+    SPEC,
+    VALIDATORS,
     api_headers,
+    conforms,
     payment_request,
     redirect_result_from,
     submit_page,
 )
 
-SPEC = json.loads(schema.SCHEMAS_PATH.read_text(encoding="utf-8"))
 IN_PROGRESS = "request already processed or in progress"
-
-
-def spec_validator(name):
-    root = {"$schema": SPEC["jsonSchemaDialect"], "components": SPEC["components"]}
-    return Draft202012Validator(dict(root, **{"$ref": f"#/components/schemas/{name}"}))
-
-
-VALIDATORS = {name: spec_validator(name) for name in SPEC["components"]["schemas"]}
-
-
-def conforms(endpoint, response):
-    """The answer is JSON of the schema the spec names for this status, with Adyen's headers."""
-    assert response.headers["Content-Type"] == "application/json;charset=UTF-8"
-    assert PSP_REFERENCE.match(response.headers["pspReference"])
-    name = SPEC["operations"][endpoint]["responses"].get(str(response.status_code), "ServiceError")
-    body = response.json()
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in VALIDATORS[name].iter_errors(body)]
-    assert not errors, f"{endpoint} {response.status_code} is not a valid {name}: {errors}"
-    if name == "ServiceError":
-        assert body["status"] == response.status_code
-    return body
 
 
 def post(live, endpoint, body=None, raw=None, headers=None):

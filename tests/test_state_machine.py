@@ -73,6 +73,13 @@ TABLE = {
     (E, "refund"): (E, set(), None),
 }
 
+# After the payment, the payment's webhooks act as on a paid order: the money came, the refunds decide.
+AFTER_PAYMENT = (OrderStatus.REFUND_PENDING, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
+for _status in AFTER_PAYMENT:
+    for _event in EVENTS:
+        _after, _flags, _email = TABLE[(PAID, _event)]
+        TABLE[(_status, _event)] = (_status, _flags, _email)
+
 SUBJECT_WORDS = {
     "paid": "Your payment was successful",
     "late_paid": "Your payment was successful",
@@ -82,7 +89,7 @@ SUBJECT_WORDS = {
 
 
 def test_the_table_covers_every_status_and_event():
-    statuses = (C, P, PAID, F, E)
+    statuses = (C, P, PAID, F, E, *AFTER_PAYMENT)
     assert set(TABLE) == set(itertools.product(statuses, EVENTS))
     assert set(statuses) == {OrderStatus.CREATED, OrderStatus.PENDING, *OrderStatus.FINAL}
 
@@ -93,7 +100,7 @@ def snapshot(status, **overrides):
         amount_value=AMOUNT,
         currency=CURRENCY,
         # A paid order was paid by this payment; the others have seen no successful payment.
-        psp_reference=PSP if status == PAID else None,
+        psp_reference=PSP if status in OrderStatus.MONEY_TAKEN else None,
         needs_review=False,
         needs_refund_decision=False,
     )
@@ -119,7 +126,7 @@ def test_decide_webhook(status, event_name):
 @pytest.mark.parametrize("status,event_name", sorted(TABLE))
 def test_apply_webhook_in_the_database(app, status, event_name):
     expected_status, expected_flags, expected_email = TABLE[(status, event_name)]
-    reference = make_order(app, status=status, psp_reference=PSP if status == PAID else None)
+    reference = make_order(app, status=status, psp_reference=PSP if status in OrderStatus.MONEY_TAKEN else None)
     event = EVENTS[event_name]
     with app.app_context():
         for _ in range(2):  # the second time is a duplicate: no second transition, no second email

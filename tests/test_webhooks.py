@@ -235,7 +235,7 @@ def test_unknown_merchant_reference_is_acknowledged_and_noted(live_server):
     [
         {"psp": "test_AUTHORISATION_4"},  # Customer Area test webhook
         {"event_code": "REPORT_AVAILABLE"},
-        {"event_code": "REFUND", "originalReference": "PSPPAYMENT000001"},
+        {"event_code": "CAPTURE", "originalReference": "PSPPAYMENT000001"},  # refunds: tests/test_refunds.py
     ],
 )
 def test_test_and_unhandled_events_are_acknowledged_not_processed(live_server, overrides):

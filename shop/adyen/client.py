@@ -1,4 +1,5 @@
-"""Adyen Checkout API v71 over `requests`: three calls, typed errors, no secret in any log line.
+"""Adyen Checkout API v71 over `requests`: the payment calls and the refund modifications, typed errors,
+no secret in any log line.
 
 API reference: https://docs.adyen.com/api-explorer/Checkout/71/overview
 The same code talks to the built-in simulator, Adyen's test platform or live; only the base URL
@@ -91,9 +92,38 @@ class AdyenClient:
         """
         return self._post("/payments/details", body, idempotency_key=idempotency_key, context=context)
 
-    def _post(self, endpoint, body, idempotency_key=None, context=None, timeout=None):
-        """POST and return Adyen's JSON. `timeout` (connect, read) overrides the client's for this call."""
-        url = self.base_url + endpoint
+    def refunds(self, payment_psp_reference, body, idempotency_key, context=None):
+        """POST /payments/{paymentPspReference}/refunds: give back an amount of a captured payment.
+        The answer (`status: received`) only acknowledges the request; the REFUND webhook says.
+
+        https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/refunds
+        """
+        return self._modification(payment_psp_reference, "refunds", body, idempotency_key, context)
+
+    def reversals(self, payment_psp_reference, body, idempotency_key, context=None):
+        """POST /payments/{paymentPspReference}/reversals: cancel the payment, or refund it if it was
+        captured already. The CANCEL_OR_REFUND webhook says which, and whether it worked.
+
+        https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/reversals
+        """
+        return self._modification(payment_psp_reference, "reversals", body, idempotency_key, context)
+
+    def _modification(self, payment_psp_reference, action, body, idempotency_key, context):
+        if not payment_psp_reference or not payment_psp_reference.isalnum():
+            raise ValueError("a modification needs the payment's pspReference (letters and digits)")
+        path = f"/payments/{payment_psp_reference}/{action}"
+        return self._post(
+            f"/payments/{{paymentPspReference}}/{action}",
+            body,
+            idempotency_key=idempotency_key,
+            context=context,
+            path=path,
+        )
+
+    def _post(self, endpoint, body, idempotency_key=None, context=None, timeout=None, path=None):
+        """POST and return Adyen's JSON. `timeout` (connect, read) overrides the client's for this call;
+        `path` is the endpoint with its parameters filled in, when it has some."""
+        url = self.base_url + (path or endpoint)
         headers = {"X-API-Key": self._api_key, "Content-Type": "application/json"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key

@@ -18,8 +18,8 @@ from shop import i18n, security
 from shop.adyen import AdyenApiError, AdyenError
 from shop.checkout import bp, payments
 from shop.checkout.forms import CheckoutForm
-from shop.models import AttemptStatus, OrderStatus
-from shop.orders import state
+from shop.models import AttemptStatus, OrderStatus, RefundStatus
+from shop.orders import refund_state, state
 from shop.security import csrf
 from shop.storefront.cart import Cart
 
@@ -73,6 +73,13 @@ STATUS_MESSAGES = {
         _l("Order cancelled"),
         _l("The payment timed out, so we cancelled the order. You can try again when you are ready."),
     ),
+    OrderStatus.REFUND_PENDING: (
+        "ok",
+        _l("Refund on its way"),
+        _l("We have asked for a refund of your payment. It can take a few days to reach your account."),
+    ),
+    OrderStatus.PARTIALLY_REFUNDED: ("ok", _l("Partly refunded"), _l("We have refunded part of your payment.")),
+    OrderStatus.REFUNDED: ("ok", _l("Refunded"), _l("We have refunded your payment.")),
 }
 
 WAITING = (
@@ -123,7 +130,7 @@ def _order_or_404(token):
 
 
 def _is_placed(order):
-    return order.status == OrderStatus.PAID or (
+    return order.status in OrderStatus.MONEY_TAKEN or (
         order.status == OrderStatus.PENDING and order.result_code in PLACED_RESULTS
     )
 
@@ -342,6 +349,7 @@ def result(token):
         message=message,
         waiting=_is_waiting(order, tone),
         can_retry=tone == "bad",
+        refunded=[r for r in refund_state.refunds_of(order.id) if r.status == RefundStatus.SUCCEEDED],
     )
 
 

@@ -1,4 +1,5 @@
-"""Command-line twins of the console: `flask adyen check`, `flask orders list`, `flask webhooks replay <id>`."""
+"""Command-line twins of the console: `flask adyen check`, `flask orders list`, `flask orders refund REFERENCE`,
+`flask webhooks replay <id>`."""
 
 import time
 
@@ -9,11 +10,12 @@ from sqlalchemy import select
 from shop.console import doctor, redact
 from shop.db import db
 from shop.models import Notification, Order
-from shop.money import format_amount
+from shop.money import format_amount, parse_amount
+from shop.orders import refund_state, refunds
 from shop.webhooks import processing
 
 adyen_cli = AppGroup("adyen", help="Check the Adyen configuration and endpoint.")
-orders_cli = AppGroup("orders", help="Look at orders.")
+orders_cli = AppGroup("orders", help="Look at orders, and refund them.")
 webhooks_cli = AppGroup("webhooks", help="Work with stored webhooks.")
 
 SYMBOLS = {
@@ -71,15 +73,51 @@ def orders_list(limit):
     if not rows:
         click.echo("No orders yet.")
         return
-    header = f"{'ID':>5}  {'CREATED (UTC)':<19}  {'REFERENCE':<22}  {'STATUS':<8}  {'SHOWN':<12}  {'AMOUNT':>12}  FLAGS"
+    header = (
+        f"{'ID':>5}  {'CREATED (UTC)':<19}  {'REFERENCE':<22}  {'STATUS':<18}  {'SHOWN':<12}  {'AMOUNT':>12}  "
+        f"{'REFUNDED':>12}  FLAGS"
+    )
     click.echo(header)
     for order in rows:
         flags = ", ".join(order.flags)
         created = order.created_at.strftime("%Y-%m-%d %H:%M:%S") if order.created_at else ""
+        given_back = sum(r.amount_value for r in refund_state.refunds_of(order.id) if r.status == "succeeded")
+        refunded = format_amount(given_back, order.currency) if given_back else "-"
         click.echo(
-            f"{order.id:>5}  {created:<19}  {order.reference:<22}  {order.status:<8}  {order.result_code or '-':<12}  "
-            f"{format_amount(order.amount_value, order.currency):>12}  {flags or '-'}"
+            f"{order.id:>5}  {created:<19}  {order.reference:<22}  {order.status:<18}  {order.result_code or '-':<12}  "
+            f"{format_amount(order.amount_value, order.currency):>12}  {refunded:>12}  {flags or '-'}"
         )
+
+
+@orders_cli.command("refund")
+@click.argument("reference")
+@click.option("--amount", help="In KWD, as 1.250 (at most 3 decimals). Default: what is left to refund.")
+@click.option("--reason", type=click.Choice(refund_state.REASONS), help="Adyen's merchantRefundReason.")
+@click.option("--reversal", is_flag=True, help="Cancel or refund (/reversals): the whole payment.")
+def orders_refund(reference, amount, reason, reversal):
+    """Refund a paid order, in full or in part, or cancel or refund it. Adyen's answer is an
+    acknowledgement; the notification decides (see `flask orders list`)."""
+    order = db.session.execute(select(Order).where(Order.reference == reference)).scalar_one_or_none()
+    db.session.rollback()
+    if order is None:
+        raise click.ClickException(f"No order has the reference {reference}.")
+    if reversal and amount is not None:
+        raise click.ClickException("--reversal gives back the whole payment: leave out --amount.")
+    try:
+        fils = parse_amount(amount, order.currency) if amount is not None else None
+    except ValueError as error:
+        raise click.ClickException(f"--amount: {error}.") from None
+    try:
+        made = refunds.request_refund(order.id, amount_minor=fils, reason=reason, reversal=reversal, requested_by="cli")
+    except refunds.RefundOutcomeUnknown as error:
+        raise click.ClickException(f"Refund saved, but {error}.") from None
+    except refunds.RefundError as error:
+        raise click.ClickException(f"Not refunded: {error}.") from None
+    what = "Cancel or refund" if reversal else "Refund"
+    click.echo(
+        f"{what} {made.reference} of {format_amount(made.amount_value, made.currency)}: Adyen answered {made.status} "
+        f"(pspReference {made.psp_reference or 'not known yet'}). The notification decides whether it is done."
+    )
 
 
 @webhooks_cli.command("replay")

@@ -48,6 +48,7 @@ SETTINGS = (
     ("MAIL_PASSWORD", "SMTP password", "optional"),
     ("CONSOLE_PASSWORD", "password of this console in test and live mode", "console"),
     ("CONSOLE_ENABLED", "turns this console on in live mode", "optional"),
+    ("AUTO_REFUND_FLAGGED", "refunds flagged payments without asking (default off: a merchant decides)", "optional"),
 )
 
 

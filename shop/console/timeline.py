@@ -13,7 +13,8 @@ from sqlalchemy import and_, or_, select
 
 from shop.console import redact
 from shop.db import db
-from shop.models import ApiCall, Email, Notification, OrderEvent, OrderStatus
+from shop.models import ApiCall, Email, Notification, OrderEvent, OrderStatus, Refund, RefundKind
+from shop.money import format_amount
 from shop.orders.history import Kind
 
 DOCS = {
@@ -39,6 +40,20 @@ DOCS = {
         "https://docs.adyen.com/payment-methods/knet/api-only#present-the-payment-result",
     ),
     "idempotency": ("API idempotency", "https://docs.adyen.com/development-resources/api-idempotency"),
+    "/payments/{paymentPspReference}/refunds": (
+        "API: POST /payments/{paymentPspReference}/refunds",
+        "https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/refunds",
+    ),
+    "/payments/{paymentPspReference}/reversals": (
+        "API: POST /payments/{paymentPspReference}/reversals",
+        "https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/reversals",
+    ),
+    "refund": ("Refund a payment", "https://docs.adyen.com/online-payments/refund"),
+    "reversal": ("Cancel or refund (reversal)", "https://docs.adyen.com/online-payments/reversal"),
+    "event-codes": (
+        "Webhook event codes",
+        "https://docs.adyen.com/development-resources/webhooks/webhook-types",
+    ),
     "errors": ("Error codes", "https://docs.adyen.com/development-resources/error-codes"),
 }
 
@@ -49,6 +64,11 @@ API_WHY = {
     "from PUBLIC_BASE_URL; Adyen answers with the action that redirects the shopper to KNET.",
     "/payments/details": "Back from KNET, the server sends the URL-decoded redirectResult to Adyen to learn the "
     "resultCode to show the shopper.",
+    "/payments/{paymentPspReference}/refunds": "The server asks Adyen to give back an amount of the payment, in fils, "
+    "with the refund's own reference and the Idempotency-Key saved before the call. Adyen answers received: "
+    "an acknowledgement; the REFUND notification says whether the money went back.",
+    "/payments/{paymentPspReference}/reversals": "Cancel or refund: Adyen cancels the payment if it was not captured, "
+    "or refunds all of it if it was; the CANCEL_OR_REFUND notification says which, and whether it worked.",
 }
 
 # Why each kind of step happens: said once, here, and shown under that step only.
@@ -124,6 +144,31 @@ KIND_WHY = {
         "AUTHORISATION success=true still makes it paid, flagged for a refund decision.",
         "knet",
     ),
+    Kind.REFUND_REQUESTED: (
+        "The refund is saved with its own reference and Idempotency-Key, and the order locked (compare-and-set) so "
+        "that two consoles or a double click can never give back more than what is left, before Adyen is called.",
+        "refund",
+    ),
+    Kind.REFUND_ANSWERED: (
+        "Adyen acknowledged the request (status received, the modification's pspReference). Not the outcome: the "
+        "notification decides.",
+        "refund",
+    ),
+    Kind.REFUND_UNKNOWN: (
+        "No usable answer: the refund stays requested and is sent again with the same Idempotency-Key, so Adyen "
+        "makes it at most once.",
+        "idempotency",
+    ),
+    Kind.REFUND_REFUSED: (
+        "Adyen refused the refund request itself (4xx), so no refund exists: the order goes back, flagged "
+        "refund_failed.",
+        "errors",
+    ),
+    Kind.REFUND_SETTLED: (
+        "A verified refund notification, matched by originalReference and the refund's reference, decided the "
+        "refund; the order's status follows from all its refunds. success=false is an outcome, not an error.",
+        "event-codes",
+    ),
     Kind.NOTE: ("A remark written by a person or a tool.", "knet"),
 }
 
@@ -145,6 +190,7 @@ KIND_TITLE = {
     Kind.DETAILS_UNKNOWN: "/payments/details: no usable answer; the webhook decides",
     Kind.FOREIGN_RESULT: "Ignored a redirectResult that belongs to another order",
     Kind.WEBHOOK_REPLAYED: "A stored webhook replayed by a developer: queued to be applied again",
+    Kind.REFUND_UNKNOWN: "Refund call: no usable answer; it is sent again with the same key",
     Kind.NOTE: "Note",
 }
 
@@ -178,11 +224,16 @@ def build(order):
     """The order's steps, oldest first, each with the time since the step before."""
     known = [order.shopper_first_name, order.shopper_last_name, order.shopper_email, order.shopper_phone]
     steps = [_api_step(call, known) for call in _api_calls(order)]
+    refunds = {r.id: r for r in db.session.execute(select(Refund).where(Refund.order_id == order.id)).scalars()}
+    # A refund's notifications name the payment (originalReference) and the refund or the order.
+    matches = [Notification.merchant_reference == order.reference]
+    if refunds:
+        matches.append(Notification.merchant_reference.in_([r.reference for r in refunds.values()]))
+    if order.psp_reference:
+        matches.append(Notification.original_reference == order.psp_reference)
     notifications = {
         n.id: n
-        for n in db.session.execute(
-            select(Notification).where(Notification.merchant_reference == order.reference).order_by(Notification.id)
-        ).scalars()
+        for n in db.session.execute(select(Notification).where(or_(*matches)).order_by(Notification.id)).scalars()
     }
     # Each stored notification is the step "webhook received": the receiver writes nothing else.
     steps += [_received_step(notification, known) for notification in notifications.values()]
@@ -192,7 +243,7 @@ def build(order):
     }
     events = db.session.execute(select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id))
     for event in events.scalars():
-        step = _event_step(order, event, notifications, known)
+        step = _event_step(order, event, notifications, known, refunds.get(event.refund_id))
         steps.append(step)
         email = emails.pop(event.email_id, None) if event.email_id else None
         if email is not None:  # written in the transaction of this step: shown right after it
@@ -266,14 +317,18 @@ def _api_step(call, known):
     )
 
 
-def _event_step(order, event, notifications, known):
+def _event_step(order, event, notifications, known, refund=None):
     """One OrderEvent as a step: its title and facts come from its fields, its explanation from KIND_WHY."""
     at = _utc(event.created_at)
     detail = event.detail if isinstance(event.detail, dict) else {}
     why, doc_key = KIND_WHY.get(event.kind, ("A step of the order.", "knet"))
     docs = _docs(doc_key)
+    if refund is not None and refund.kind == RefundKind.REVERSAL:
+        docs += _docs("reversal")
     notification = notifications.get(event.notification_id)
-    title, facts, blocks, tone = _title(event, detail, notification), [], [], ""
+    title, facts, blocks, tone = _title(event, detail, notification, refund), [], [], ""
+    if refund is not None:
+        facts.append(("Refund", f"{refund.reference}: {format_amount(refund.amount_value, refund.currency)}"))
     if event.old_status and event.new_status:
         tone = _status_tone(event.new_status)
     if notification is not None:
@@ -304,6 +359,16 @@ def _event_step(order, event, notifications, known):
     elif event.kind == Kind.WEBHOOK_DUPLICATE:
         facts.append(("Deliveries so far", detail.get("deliveries")))
         tone = "ok"
+    elif event.kind == Kind.REFUND_ANSWERED:
+        facts += [("status", detail.get("status")), ("pspReference", detail.get("pspReference"))]
+        tone = "wait"
+    elif event.kind == Kind.REFUND_REQUESTED:
+        facts.append(("Idempotency-Key", detail.get("Idempotency-Key")))
+        tone = "wait"
+    elif event.kind in (Kind.REFUND_SETTLED, Kind.REFUND_REFUSED):
+        tone = "ok" if detail.get("refund") == "succeeded" else "bad"
+        if refund is not None and refund.failure_reason and tone == "bad":
+            facts.append(("Adyen's reason", redact.text(refund.failure_reason, known=known)))
     elif event.kind == Kind.DUPLICATE_PAYMENT and order.duplicate_of_id:
         facts.append(("First payment", f"order #{order.duplicate_of_id}"))
     elif detail and event.kind not in (Kind.PAYMENT_ANSWERED, Kind.ORDER_CREATED, Kind.FOREIGN_RESULT):
@@ -321,9 +386,11 @@ def _event_step(order, event, notifications, known):
     )
 
 
-def _title(event, detail, notification):
+def _title(event, detail, notification, refund=None):
     """The step's one line, from its fields."""
     kind = event.kind
+    if kind.startswith("refund_") and refund is not None:
+        return _refund_title(event, detail, notification, refund)
     if event.summary and kind not in KIND_WHY:  # a row from before the fields existed
         return event.summary
     moved = f"{event.old_status} → {event.new_status}" if event.old_status and event.new_status else None
@@ -358,12 +425,32 @@ def _title(event, detail, notification):
     return KIND_TITLE.get(kind, event.summary or kind)
 
 
+def _refund_title(event, detail, notification, refund):
+    moved = f"{event.old_status} → {event.new_status}: " if event.old_status and event.new_status else ""
+    what = f"{'cancel or refund' if refund.kind == RefundKind.REVERSAL else 'refund'} {refund.reference}"
+    money = format_amount(refund.amount_value, refund.currency)
+    if event.kind == Kind.REFUND_REQUESTED:
+        return f"{moved}{what} of {money} saved with its Idempotency-Key, before the call"
+    if event.kind == Kind.REFUND_ANSWERED:
+        return f"Adyen acknowledged {what}: status {detail.get('status')}, not the outcome yet"
+    if event.kind == Kind.REFUND_REFUSED:
+        return f"{moved}Adyen refused {what}: {event.note}"
+    if event.kind == Kind.REFUND_SETTLED:
+        cause = _describe(notification) if notification is not None else "a notification"
+        return f"{moved}{what} decided by {cause}"
+    return KIND_TITLE.get(event.kind, event.kind)
+
+
 def _describe(notification):
-    return f"{notification.event_code} success={notification.success_text} (pspReference {notification.psp_reference})"
+    original = f", originalReference {notification.original_reference}" if notification.original_reference else ""
+    return (
+        f"{notification.event_code} success={notification.success_text} "
+        f"(pspReference {notification.psp_reference}{original})"
+    )
 
 
 def _status_tone(status):
-    if status == OrderStatus.PAID:
+    if status in (OrderStatus.PAID, OrderStatus.REFUNDED, OrderStatus.PARTIALLY_REFUNDED):
         return "ok"
     if status in (OrderStatus.FAILED, OrderStatus.EXPIRED):
         return "bad"

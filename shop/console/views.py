@@ -2,6 +2,7 @@
 an order except through them (a webhook replay)."""
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -13,7 +14,9 @@ from shop.checkout.knet_test_cards import SOURCE as TAP_SOURCE
 from shop.checkout.knet_test_cards import TAP_CARDS
 from shop.console import auth, bp, doctor, redact, timeline
 from shop.db import db
-from shop.models import Email, Notification, Order, OrderStatus, WebhookRejection
+from shop.models import Email, Notification, Order, OrderStatus, Refund, WebhookRejection
+from shop.money import as_typed, format_amount, parse_amount
+from shop.orders import refund_state, refunds
 from shop.webhooks import processing
 
 log = logging.getLogger(__name__)
@@ -170,19 +173,168 @@ def order(order_id):
     if found is None:
         abort(404)
     steps = timeline.build(found)
+    order_refunds = refund_state.refunds_of(found.id)
     return render_template(
         "console/timeline.html",
         order=found,
         steps=steps,
-        waiting=found.status not in OrderStatus.FINAL,
+        waiting=_waiting(found),
         state=_timeline_state(found, steps),
         shopper=_shopper(found),
+        refunds=order_refunds,
+        refund=refund_offer(found, order_refunds),
+        reasons=refund_state.REASONS,
     )
+
+
+def _waiting(order):
+    """Whether the order's page should keep asking for news: a payment or a refund not decided yet."""
+    return order.status not in OrderStatus.FINAL or order.status == OrderStatus.REFUND_PENDING
 
 
 def _timeline_state(order, steps):
     """What the timeline shows, in short: it changes with the order's status and with each new step."""
     return f"{order.status}.{len(steps)}"
+
+
+# Refunds -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RefundOffer:
+    """What the Refund form offers for an order: what is left (fils and as typed), and the reason to
+    prefill (DUPLICATE for an order flagged as a second or late payment)."""
+
+    left: int
+    left_text: str
+    reason: str
+    reversible: bool  # nothing refunded yet: "cancel or refund" may give back the whole payment
+
+
+def refund_offer(order, order_refunds):
+    """The RefundOffer, or None when the order cannot be refunded (not paid, or nothing left)."""
+    if order.status not in OrderStatus.MONEY_TAKEN or not order.psp_reference:
+        return None
+    left = refund_state.left_to_refund(order.amount_value, order_refunds)
+    if left <= 0:
+        return None
+    flagged = order.needs_refund_decision or order.duplicate_of_id is not None
+    return RefundOffer(
+        left=left,
+        left_text=as_typed(left, order.currency),
+        reason="DUPLICATE" if flagged else "CUSTOMER REQUEST",
+        reversible=left == order.amount_value,
+    )
+
+
+def _refund_request(order, offer):
+    """(amount in fils or None for a reversal, reason, reversal, errors) from the form's fields."""
+    errors = []
+    reversal = request.values.get("reversal") in ("1", "on", "true")
+    reason = request.values.get("reason") or None
+    if reason is not None and reason not in refund_state.REASONS:
+        errors.append("Choose one of Adyen's refund reasons.")
+    amount = None
+    if reversal:
+        if not offer.reversible:
+            errors.append("Cancel or refund gives back the whole payment; part of it is refunded already.")
+    else:
+        try:
+            amount = parse_amount(request.values.get("amount", ""), order.currency)
+        except ValueError as error:
+            errors.append(f"Amount: {error}.")
+        else:
+            if amount <= 0:
+                errors.append("Amount: it must be more than 0.")
+            elif amount > offer.left:
+                errors.append(
+                    f"Amount: {format_amount(amount, order.currency)} is more than what is left to refund, "
+                    f"{format_amount(offer.left, order.currency)}."
+                )
+    return amount, reason, reversal, errors
+
+
+@bp.get("/orders/<id:order_id>/refund")
+def refund_confirm(order_id):
+    """The confirmation step: what will be sent to Adyen, and one button that sends it."""
+    found = db.session.get(Order, order_id) or abort(404)
+    offer = refund_offer(found, refund_state.refunds_of(found.id))
+    if offer is None:
+        flash(
+            f"Order {found.reference} cannot be refunded: it is {found.status}, with nothing left to refund.", "error"
+        )
+        return redirect(url_for("console.order", order_id=order_id), code=303)
+    amount, reason, reversal, errors = _refund_request(found, offer)
+    if errors:
+        return render_template(
+            "console/refund.html",
+            order=found,
+            offer=offer,
+            errors=errors,
+            reasons=refund_state.REASONS,
+            form=request.args,
+        ), 400
+    return render_template(
+        "console/refund.html",
+        order=found,
+        offer=offer,
+        confirm=True,
+        amount=found.amount_value if reversal else amount,
+        amount_text=as_typed(found.amount_value if reversal else amount, found.currency),
+        reason=reason,
+        reversal=reversal,
+        request_key=secrets.token_urlsafe(24),
+        reasons=refund_state.REASONS,
+        errors=[],
+    )
+
+
+@bp.post("/orders/<id:order_id>/refunds")
+def refund(order_id):
+    """Send the confirmed refund. The form's request_key makes a double click or a resent form one refund."""
+    found = db.session.get(Order, order_id) or abort(404)
+    request_key = (request.form.get("request_key") or "")[:64]
+    reversal = request.form.get("reversal") == "1"
+    reason = request.form.get("reason") or None
+    try:
+        amount = None if reversal else parse_amount(request.form.get("amount", ""), found.currency)
+    except ValueError as error:
+        flash(f"Not refunded: {error}.", "error")
+        return redirect(url_for("console.order", order_id=order_id), code=303)
+    try:
+        made = refunds.request_refund(
+            order_id,
+            amount_minor=amount,
+            reason=reason,
+            reversal=reversal,
+            request_key=request_key or None,
+            requested_by="console",
+        )
+    except refunds.RefundOutcomeUnknown as error:
+        flash(f"Refund saved, but {error}.", "error")
+    except refunds.RefundError as error:
+        flash(f"Not refunded: {error}.", "error")
+    else:
+        flash(
+            f"Refund {made.reference} of {format_amount(made.amount_value, made.currency)} sent: Adyen answered "
+            f"{made.status}. The notification decides whether it is done; this page shows it when it comes.",
+            "success",
+        )
+    return redirect(url_for("console.order", order_id=order_id), code=303)
+
+
+@bp.post("/refunds/<id:refund_id>/send")
+def refund_send_again(refund_id):
+    """Send again, with its own Idempotency-Key, a refund whose call got no answer."""
+    found = db.session.get(Refund, refund_id) or abort(404)
+    order_id = found.order_id
+    try:
+        refunds.send(refund_id)
+    except refunds.RefundError as error:
+        flash(f"Refund {found.reference}: {error}.", "error")
+    else:
+        flash(f"Refund {found.reference} sent again with the same Idempotency-Key.", "success")
+    return redirect(url_for("console.order", order_id=order_id), code=303)
 
 
 @bp.get("/orders/<int:order_id>/status")
@@ -191,7 +343,7 @@ def order_status(order_id):
     found = db.session.get(Order, order_id)
     if found is None:
         abort(404)
-    return jsonify(state=_timeline_state(found, timeline.build(found)), waiting=found.status not in OrderStatus.FINAL)
+    return jsonify(state=_timeline_state(found, timeline.build(found)), waiting=_waiting(found))
 
 
 # Webhook inbox ----------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ class Kind:
     WEBHOOK_DUPLICATE = "webhook_duplicate"  # a notification delivered again; detail: deliveries
     WEBHOOK_REPLAYED = "webhook_replayed"  # a developer queued a stored notification again
     RECONCILED = "reconciled"  # pending → expired by the shop: no result came in time; note
+    REFUND_REQUESTED = "refund_requested"  # a refund saved with its key before the call; detail: amount
+    REFUND_ANSWERED = "refund_answered"  # /refunds or /reversals answered `received`; detail: pspReference
+    REFUND_UNKNOWN = "refund_unknown"  # no usable answer: sent again later with the same key; note
+    REFUND_REFUSED = "refund_refused"  # Adyen refused the request (4xx): the refund failed; note
+    REFUND_SETTLED = "refund_settled"  # a verified refund notification decided the refund; note
     NOTE = "note"  # a remark by a person or a tool (a demo scenario started); note
 
 
@@ -47,6 +52,7 @@ class Entry:
     detail: dict | None = field(default=None, compare=False)
     notification_id: int | None = None
     attempt_id: int | None = None
+    refund_id: int | None = None
 
 
 def record(order_id, entry, old_status=None, new_status=None, email_id=None, at=None):
@@ -61,6 +67,7 @@ def record(order_id, entry, old_status=None, new_status=None, email_id=None, at=
             "new_status": new_status if new_status != old_status else None,
             "notification_id": entry.notification_id,
             "attempt_id": entry.attempt_id,
+            "refund_id": entry.refund_id,
             "email_id": email_id,
             "note": entry.note,
             "detail": entry.detail,

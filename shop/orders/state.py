@@ -84,7 +84,7 @@ def compare_and_set(order_id, decide):
         return None
     old_status = order.status
     values = dict(change.values)
-    if values.get("status") == OrderStatus.PAID and old_status != OrderStatus.PAID:
+    if values.get("status") == OrderStatus.PAID and old_status not in OrderStatus.MONEY_TAKEN:
         values.setdefault("paid_at", utcnow())
     # On the table, not ORM-enabled: the ORM's bulk path cost more than the statement itself.
     orders = Order.__table__
@@ -244,7 +244,7 @@ def decide_webhook(order, event):
                 None,
                 f"paid {seen}, not the order's {expected}: not marked paid, flagged for review",
             )
-        if status == OrderStatus.PAID:
+        if status in OrderStatus.MONEY_TAKEN:
             if order.psp_reference and order.psp_reference != event.psp_reference and not order.needs_refund_decision:
                 # A second successful payment for one order: the shopper paid twice.
                 return Decision(
@@ -253,7 +253,7 @@ def decide_webhook(order, event):
                     f"a second successful payment (the order was paid by {order.psp_reference}): "
                     "needs a refund decision",
                 )
-            return Decision({}, None, "no change: the order is already paid")
+            return Decision({}, None, f"no change: the order is already {status}")
         if status in REOPENABLE:
             return Decision(
                 {"status": OrderStatus.PAID, "psp_reference": event.psp_reference, "needs_refund_decision": True},
@@ -360,7 +360,11 @@ def _lock_cart(cart_ref):
 def _first_paid_sibling(order):
     return db.session.execute(
         select(Order.id, Order.reference)
-        .where(Order.cart_ref == order.cart_ref, Order.status == OrderStatus.PAID, Order.id != order.id)
+        .where(
+            Order.cart_ref == order.cart_ref,
+            Order.status.in_((OrderStatus.PAID, OrderStatus.REFUND_PENDING, OrderStatus.PARTIALLY_REFUNDED)),
+            Order.id != order.id,
+        )
         .order_by(func.coalesce(Order.paid_at, Order.updated_at), Order.id)
         .limit(1)
     ).first()

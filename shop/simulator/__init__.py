@@ -6,6 +6,8 @@ any plug-in would use, and the shop's own rooms never import it. It brings its o
 branch of their own (migrations/), so that a test or live database has none of them.
 
   api.py            POST /_sim/checkout/v71/{paymentMethods, payments, payments/details} (v70, v72 too)
+                    and /payments/{paymentPspReference}/{refunds, reversals, cancels}
+  modifications.py  those refunds, reversals and cancels, and the webhooks that tell their outcome
   schema.py         each request read and checked as Adyen does, against the v71 spec's schemas
                     (checkout_v71_schemas.json, from scripts/extract_checkout_schemas.py)
   knet_page.py      GET/POST /_sim/knet/kpg/PaymentHTTP.htm, the KNET hosted payment page

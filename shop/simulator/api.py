@@ -1,4 +1,5 @@
-"""Adyen's Checkout API as its test platform answers it: /paymentMethods, /payments, /payments/details.
+"""Adyen's Checkout API as its test platform answers it: /paymentMethods, /payments, /payments/details,
+and the modifications /payments/{paymentPspReference}/refunds, /reversals and /cancels.
 
 Mounted at /_sim/checkout/v71 (v70 and v72 paths too, as the contracts of the three are the same
 for these calls). Any Adyen client pointed there works unchanged, the official libraries included.
@@ -23,8 +24,8 @@ from werkzeug.exceptions import HTTPException
 
 from shop import security
 from shop.db import db
-from shop.simulator import bp, faults, payments, schema
-from shop.simulator.models import SimIdempotentResponse
+from shop.simulator import bp, faults, modifications, payments, schema
+from shop.simulator.models import ModificationKind, SimIdempotentResponse
 from shop.simulator.references import new_psp_reference, page_signature
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 # Adyen answers JSON with this exact Content-Type (seen in Adyen/adyen-dotnet-api-library#588).
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 API_PATH = "/checkout/<any(v70, v71, v72):version>"
-ENDPOINT_PATH = re.compile(r"^v7[0-2]/(paymentMethods|payments|payments/details)$")
+ENDPOINT_PATH = re.compile(
+    r"^v7[0-2]/(paymentMethods|payments|payments/details|payments/[^/]+/(refunds|reversals|cancels))$"
+)
 
 MAX_REFERENCE_LENGTH = 80  # PaymentRequest.reference: "Maximum length: 80 characters"
 MAX_RETURN_URL_LENGTH = 8000  # PaymentRequest.returnUrl maxLength in v70/v71
@@ -149,6 +152,27 @@ def payments_endpoint(version):
 def payments_details(version):
     """POST /payments/details: https://docs.adyen.com/api-explorer/Checkout/71/post/payments/details"""
     return _serve("/payments/details", _payments_details)
+
+
+@bp.post(API_PATH + "/payments/<payment_psp_reference>/refunds")
+def refunds_endpoint(version, payment_psp_reference):
+    """POST /payments/{paymentPspReference}/refunds:
+    https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/refunds"""
+    return _serve(faults.REFUNDS, _modification(ModificationKind.REFUND, payment_psp_reference))
+
+
+@bp.post(API_PATH + "/payments/<payment_psp_reference>/reversals")
+def reversals_endpoint(version, payment_psp_reference):
+    """POST /payments/{paymentPspReference}/reversals (cancel or refund):
+    https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/reversals"""
+    return _serve(faults.REVERSALS, _modification(ModificationKind.REVERSAL, payment_psp_reference))
+
+
+@bp.post(API_PATH + "/payments/<payment_psp_reference>/cancels")
+def cancels_endpoint(version, payment_psp_reference):
+    """POST /payments/{paymentPspReference}/cancels:
+    https://docs.adyen.com/api-explorer/Checkout/71/post/payments/(paymentPspReference)/cancels"""
+    return _serve(faults.CANCELS, _modification(ModificationKind.CANCEL, payment_psp_reference))
 
 
 @bp.route("/checkout", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -483,3 +507,46 @@ def _payments_details(body, violations):
         answer["refusalReason"] = payment.refusal_reason
         answer["refusalReasonCode"] = payment.refusal_reason_code
     return 200, answer, payment.psp_reference
+
+
+# /payments/{paymentPspReference}/refunds, /reversals, /cancels --------------------------------------
+
+
+def _modification(kind, payment_psp_reference):
+    """The handler for one modification endpoint: 201 `received` with a pspReference of its own; the
+    outcome follows as a webhook (modifications.py)."""
+
+    def handle(body, violations):
+        _check_merchant_account(body)
+        _refuse(violations)
+        amount = _amount(body, required=True) if kind == ModificationKind.REFUND else None
+        reference = body.get("reference")
+        if reference is not None and len(reference) > MAX_REFERENCE_LENGTH:
+            raise ServiceError(422, "130", f"Reference is longer than {MAX_REFERENCE_LENGTH} characters")
+        request = modifications.Request(
+            kind,
+            payment_psp_reference,
+            body["merchantAccount"],
+            amount,
+            reference or None,
+            body.get("merchantRefundReason"),
+        )
+        try:
+            modification = modifications.receive(request)
+        except modifications.Refused as refused:
+            raise ServiceError(refused.status, refused.error_code, refused.message) from None
+        answer = {
+            "merchantAccount": body["merchantAccount"],
+            "paymentPspReference": payment_psp_reference,
+            "pspReference": modification.psp_reference,
+            "status": "received",
+        }
+        if reference is not None:
+            answer["reference"] = reference
+        if kind == ModificationKind.REFUND:
+            answer["amount"] = amount
+            if body.get("merchantRefundReason") is not None:
+                answer["merchantRefundReason"] = body["merchantRefundReason"]
+        return 201, answer, modification.psp_reference
+
+    return handle

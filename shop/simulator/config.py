@@ -15,8 +15,12 @@ DEFAULTS = {
     "SIMULATOR_WEBHOOK_DELAY": "2",
     # Seconds before a Pending / Received payment gets its final AUTHORISATION webhook.
     "SIMULATOR_PENDING_DELAY": "5",
-    # Seconds an unfinished KNET page stays open before the offer closes (OFFER_CLOSED).
-    "SIMULATOR_OFFER_EXPIRY": "900",
+    # Seconds an unfinished KNET page stays open before the offer closes (OFFER_CLOSED). Adyen does
+    # not publish the "close-off period" of a redirect method's offer (help centre, "What are
+    # offers?"); it documents 1 hour for a Checkout session that sets no expiresAt (v71 spec,
+    # CreateCheckoutSessionRequest.expiresAt; at most 24 hours) and 12 hours for card offers
+    # (Webhooks-v1, OFFER_CLOSED). One hour, as a session's; more than 0 and at most 24 hours.
+    "SIMULATOR_OFFER_EXPIRY": "3600",
     # Adyen's webhook retry schedule (2 min, 5 min, … 8 h, for 30 days) times this factor; "1/60"
     # (default) turns minutes into seconds. A fraction or a decimal.
     "SIMULATOR_RETRY_SCALE": "1/60",
@@ -40,6 +44,7 @@ SECONDS = (
     "CONSOLE_ABANDON_SECONDS",
 )
 SEND_TIMEOUT_SECONDS = 10  # Adyen waits 10 s for an answer to a webhook
+MAX_OFFER_EXPIRY = 24 * 3600  # "You cannot set the session expiry to more than 24 hours after session creation"
 
 
 def load_settings(environ, public_base_url):
@@ -54,8 +59,10 @@ def load_settings(environ, public_base_url):
             raise ConfigError(f"{name} must be 0 seconds or more.")
     if settings["SIMULATOR_DELIVERY_LEASE"] <= SEND_TIMEOUT_SECONDS:
         raise ConfigError(f"SIMULATOR_DELIVERY_LEASE must be more than the {SEND_TIMEOUT_SECONDS} s send timeout.")
-    if settings["SIMULATOR_OFFER_EXPIRY"] <= 0:
-        raise ConfigError("SIMULATOR_OFFER_EXPIRY must be more than 0 seconds.")
+    if not 0 < settings["SIMULATOR_OFFER_EXPIRY"] <= MAX_OFFER_EXPIRY:
+        raise ConfigError(
+            f"SIMULATOR_OFFER_EXPIRY must be more than 0 seconds and at most {MAX_OFFER_EXPIRY} (24 hours)."
+        )
     settings.update(
         SIMULATOR_RETURN_METHOD=one_of("SIMULATOR_RETURN_METHOD", get("SIMULATOR_RETURN_METHOD"), ("GET", "POST")),
         SIMULATOR_ACTION_METHOD=one_of("SIMULATOR_ACTION_METHOD", get("SIMULATOR_ACTION_METHOD"), ("GET", "POST")),

@@ -1,5 +1,6 @@
-"""The simulator's console pages: its webhook outbox (Resend, Send a duplicate, and each endpoint's
-state as Adyen's Customer Area shows it) and the one-click demo scenarios (scenarios.py).
+"""The simulator's console pages: its webhook outbox (Resend, Send a duplicate, each endpoint's
+state as Adyen's Customer Area shows it, and what the Customer Area sends by itself: its test
+notification and REPORT_AVAILABLE) and the one-click demo scenarios (scenarios.py).
 
 A blueprint the console attaches (shop/console/__init__.py), so its access rules, headers and
 redaction hold here too; listed in the console's menu.
@@ -54,6 +55,22 @@ def duplicate(delivery_id):
         abort(404)
     worker.wake(current_app._get_current_object())
     flash(f"Delivery #{new_id}, a duplicate of #{delivery_id}, will be sent now.", "success")
+    return redirect(url_for("simulator_console.deliveries"), code=303)
+
+
+@bp.post("/deliveries/customer-area-test")
+def customer_area_test():
+    new_id = sender.queue_customer_area_test()
+    worker.wake(current_app._get_current_object())
+    flash(f"Delivery #{new_id}: the Customer Area's test notification (test_AUTHORISATION_1), sent now.", "success")
+    return redirect(url_for("simulator_console.deliveries"), code=303)
+
+
+@bp.post("/deliveries/report-available")
+def report_available():
+    new_id = sender.queue_report_available()
+    worker.wake(current_app._get_current_object())
+    flash(f"Delivery #{new_id}: REPORT_AVAILABLE for today's payments accounting report, sent now.", "success")
     return redirect(url_for("simulator_console.deliveries"), code=303)
 
 

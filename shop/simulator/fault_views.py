@@ -36,6 +36,9 @@ def fault_action():
             for name in faults.NUMERIC_PARAMS:
                 if name in accepted and form.get(name, "").strip():
                     params[name] = float(form[name])
+            for name in faults.TEXT_PARAMS:
+                if name in accepted and form.get(name, "").strip():
+                    params[name] = form[name].strip()
             count = form.get("count", "").strip()
             fault = faults.inject(endpoint, kind, count=int(count) if count else None, **params)
         except ValueError as error:

@@ -5,7 +5,8 @@ A fault is a row in sim_faults: where (`endpoint`), what (`kind`), how many more
 it affects (`remaining`; None: every one until cleared) and its settings (`params`). Rows, not
 process memory, so every worker process sees the same faults.
 
-Checkout API endpoints "/payments", "/payments/details", "/paymentMethods":
+Checkout API endpoints "/payments", "/payments/details", "/paymentMethods" and the modifications
+("/payments/{paymentPspReference}/refunds", …/reversals, …/cancels):
   timeout             Adyen receives the request and does the work (a payment is created, the answer
                       stored for its Idempotency-Key), but the answer comes after the shop's read
                       timeout (params: seconds; default ADYEN_READ_TIMEOUT + 1). A retry with the same
@@ -26,6 +27,14 @@ Webhooks, endpoint "webhooks" (applied when the simulator queues a webhook):
   webhook_out_of_order the next `count` webhooks (at least 2) are held back, then sent newest first
   webhook_burst        the shop "is down": nothing is delivered until release_burst() (or clear()),
                        then the whole backlog arrives at once
+  late_authorisation   the next offer to close is authorised anyway: its OFFER_CLOSED is followed,
+                       `seconds` (default 5) later, by AUTHORISATION true ("If an offer expires, it may
+                       still be authorised", Adyen's help centre: What are offers?)
+Modifications, endpoints "/payments/{paymentPspReference}/refunds" and …/reversals:
+  refund_refused       the request is answered `received` as usual, then its REFUND (CANCEL_OR_REFUND)
+                       webhook says success false with `reason` (default: Webhooks-v1's example)
+  refund_failed        REFUND success true, then `seconds` (default 5) later REFUND_FAILED (success
+                       true, reason "Refund Failed", as Webhooks-v1's example): the scheme rejected it
 
 Use from tests and the console (in an app context):
     faults.inject("/payments", "timeout", count=2)
@@ -47,8 +56,14 @@ from shop.simulator.models import DeliveryStatus, SimFault, SimWebhookDelivery, 
 
 log = logging.getLogger(__name__)
 
-API_ENDPOINTS = ("/payments", "/payments/details", "/paymentMethods")
+REFUNDS = "/payments/{paymentPspReference}/refunds"
+REVERSALS = "/payments/{paymentPspReference}/reversals"
+CANCELS = "/payments/{paymentPspReference}/cancels"
+MODIFICATION_ENDPOINTS = (REFUNDS, REVERSALS, CANCELS)
+API_ENDPOINTS = ("/payments", "/payments/details", "/paymentMethods") + MODIFICATION_ENDPOINTS
 WEBHOOKS = "webhooks"
+# The reason of Webhooks-v1's own example of a REFUND with success false.
+REFUSED_REASON = "Transaction hasn't been captured, refund not possible"
 ENDPOINTS = API_ENDPOINTS + (WEBHOOKS,)
 
 # kind -> (endpoints it applies to, what it does, its settings with their defaults)
@@ -84,10 +99,28 @@ KINDS = {
         "the shop is down: webhooks pile up until released, then arrive at once",
         {},
     ),
+    "late_authorisation": (
+        (WEBHOOKS,),
+        "an offer that closes (OFFER_CLOSED) is authorised anyway: AUTHORISATION true follows it",
+        {"seconds": 5},
+    ),
+    "refund_refused": (
+        (REFUNDS, REVERSALS),
+        "the refund is received, then refused: REFUND (or CANCEL_OR_REFUND) success false with a reason",
+        {"reason": REFUSED_REASON},
+    ),
+    "refund_failed": (
+        (REFUNDS, REVERSALS),
+        "the refund succeeds (REFUND success true), then the scheme rejects it: REFUND_FAILED follows",
+        {"seconds": 5},
+    ),
 }
 # Kinds that act on every matching call as it arrives (704 acts only on a repeated request).
 API_KINDS = tuple(kind for kind, (endpoints, _, _) in KINDS.items() if endpoints == API_ENDPOINTS)
+REFUND_KINDS = ("refund_refused", "refund_failed")
 NUMERIC_PARAMS = ("seconds", "delay_ms")
+TEXT_PARAMS = ("reason",)
+MAX_TEXT_PARAM = 200
 # Seconds between the webhooks of a reordered group, so they arrive (and are stored) in that order.
 OUT_OF_ORDER_SPACING = 0.2
 
@@ -166,6 +199,10 @@ def inject(endpoint, kind, count=1, **params):
         value = params.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise ValueError(f"{name} must be a number of at least 0")
+    for name in TEXT_PARAMS:
+        value = params.get(name)
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT_PARAM):
+            raise ValueError(f"{name} must be a text of 1 to {MAX_TEXT_PARAM} characters")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError("count must be a whole number of at least 1, or None for every time")
     if kind == "webhook_out_of_order":

@@ -8,7 +8,7 @@ Times are stored in UTC; SQLite gives them back without a zone, so read them thr
 import os
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.db import NAMING_CONVENTION, db
@@ -94,10 +94,44 @@ class SimPayment(SimBase):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     offer_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Seconds after OFFER_CLOSED at which a successful AUTHORISATION follows anyway (Adyen: "If an
+    # offer expires, it may still be authorised"); None: none follows (faults.py late_authorisation).
+    authorise_after_close: Mapped[float | None] = mapped_column(Float)
+    # Fils taken by refunds, reversals and cancels that were not refused or failed: what is left to
+    # refund is amount_value - this. Changed by one conditional UPDATE, so two refunds at once never
+    # take more than the payment.
+    modified_value: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     @property
     def shopper_name(self):
         return " ".join(part for part in (self.shopper_first_name, self.shopper_last_name) if part)
+
+
+class ModificationKind:
+    REFUND = "refund"  # /payments/{paymentPspReference}/refunds: REFUND
+    REVERSAL = "reversal"  # …/reversals: CANCEL_OR_REFUND
+    CANCEL = "cancel"  # …/cancels: CANCELLATION
+
+
+class SimModification(SimBase):
+    """A refund, reversal or cancel the simulated Adyen received for a payment: answered `received`,
+    its outcome sent later as a webhook (REFUND, CANCEL_OR_REFUND, CANCELLATION, REFUND_FAILED)."""
+
+    __tablename__ = "sim_modifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    psp_reference: Mapped[str] = mapped_column(String(16), unique=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("sim_payments.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # The merchant's `reference` for the modification (optional in the request).
+    merchant_reference: Mapped[str | None] = mapped_column(String(80))
+    amount_value: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    merchant_refund_reason: Mapped[str | None] = mapped_column(String(32))
+    # "succeeded", "refused" (its webhook says success false) or "failed" (REFUND_FAILED follows).
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SimIdempotentResponse(SimBase):
@@ -107,7 +141,7 @@ class SimIdempotentResponse(SimBase):
     __table_args__ = (UniqueConstraint("endpoint", "key_hash", name="uq_sim_idempotency_endpoint_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    endpoint: Mapped[str] = mapped_column(String(40))  # "/payments"
+    endpoint: Mapped[str] = mapped_column(String(64))  # "/payments", "/payments/{paymentPspReference}/refunds"
     # A hash keeps the unique index small whatever length of key a client sends.
     key_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(Text)
@@ -139,7 +173,8 @@ class SimWebhookDelivery(SimBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("sim_payments.id"), index=True)
     event_code: Mapped[str] = mapped_column(String(40))
-    psp_reference: Mapped[str] = mapped_column(String(16))
+    # A payment's or a modification's; a REPORT_AVAILABLE's is the report's file name.
+    psp_reference: Mapped[str] = mapped_column(String(255))
     merchant_reference: Mapped[str] = mapped_column(String(80))
     success: Mapped[str] = mapped_column(String(5))  # "true" / "false", as Adyen sends it
     payload: Mapped[dict] = mapped_column(JSON)
@@ -188,10 +223,11 @@ class SimFault(SimBase):
     __tablename__ = "sim_faults"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # "/payments", "/payments/details", "/paymentMethods" or "webhooks"
-    endpoint: Mapped[str] = mapped_column(String(40), index=True)
+    # "/payments", "/payments/details", "/paymentMethods", a modification's path, or "webhooks"
+    endpoint: Mapped[str] = mapped_column(String(64), index=True)
     # "timeout", "http_500", "http_422", "http_401", "refuse", "slow", "http_704_on_repeat",
-    # "webhook_delay", "webhook_duplicate", "webhook_out_of_order", "webhook_burst"
+    # "webhook_delay", "webhook_duplicate", "webhook_out_of_order", "webhook_burst",
+    # "late_authorisation", "refund_refused", "refund_failed"
     kind: Mapped[str] = mapped_column(String(32))
     # How many more calls (or webhooks) it affects; None: every one until it is cleared.
     remaining: Mapped[int | None] = mapped_column(Integer)

@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from shop.db import db
-from shop.simulator import notifications, outcomes
+from shop.simulator import faults, notifications, outcomes
 from shop.simulator.models import SimPayment, SimPaymentStatus, as_utc, run_update, utcnow
 from shop.simulator.references import new_page_token, new_psp_reference, new_redirect_result, redirect_result_hash
 
@@ -151,13 +151,30 @@ def expire(payment):
         == 1
     )
     if won:
-        notifications.queue(
-            payment, "OFFER_CLOSED", True, "", current_app.config["SIMULATOR_WEBHOOK_DELAY"], happened_at=now
-        )
+        delay = current_app.config["SIMULATOR_WEBHOOK_DELAY"]
+        notifications.queue(payment, "OFFER_CLOSED", True, "", delay, happened_at=now)
         log.info("offer for payment %s expired; OFFER_CLOSED queued", payment.psp_reference)
+        _authorise_late(payment, now, delay)
     db.session.commit()
     db.session.refresh(payment)
     return won
+
+
+def _authorise_late(payment, closed_at, delay):
+    """The shopper's bank said yes after the offer closed: AUTHORISATION true follows OFFER_CLOSED
+    ("If an offer expires, it may still be authorised, or you can refund the amount", Adyen's help
+    centre, What are offers?). For a payment the demo marked (authorise_after_close) or while a
+    late_authorisation fault is in force."""
+    after = payment.authorise_after_close
+    if after is None:
+        fault = faults.take(faults.WEBHOOKS, ("late_authorisation",))
+        after = None if fault is None else float(fault.param("seconds"))
+    if after is None:
+        return
+    run_update(update(SimPayment).where(SimPayment.id == payment.id).values(result_code="Authorised"))
+    later = delay + after
+    notifications.queue(payment, "AUTHORISATION", True, "", later, happened_at=closed_at + timedelta(seconds=later))
+    log.info("payment %s: AUTHORISATION true queued after its OFFER_CLOSED", payment.psp_reference)
 
 
 def expire_overdue(limit=50):
@@ -176,13 +193,18 @@ def expire_overdue(limit=50):
     return sum(1 for payment in overdue if expire(payment))
 
 
-def expire_soon(psp_reference, seconds):
+def expire_soon(psp_reference, seconds, authorise_after_close=None):
     """Bring an unfinished payment's offer expiry forward to `seconds` from now (developer console's
-    "abandoned" demo), so OFFER_CLOSED comes in seconds instead of SIMULATOR_OFFER_EXPIRY. Commits.
+    "abandoned" demo), so OFFER_CLOSED comes in seconds instead of SIMULATOR_OFFER_EXPIRY; with
+    `authorise_after_close`, AUTHORISATION true follows it that many seconds later (the "late
+    payment" demo). Commits.
 
     True if the payment was still waiting for the shopper; an offer is only ever brought forward.
     """
     expires_at = utcnow() + timedelta(seconds=max(0.0, float(seconds)))
+    values = {"expires_at": expires_at}
+    if authorise_after_close is not None:
+        values["authorise_after_close"] = float(authorise_after_close)
     changed = (
         run_update(
             update(SimPayment)
@@ -191,7 +213,7 @@ def expire_soon(psp_reference, seconds):
                 SimPayment.status == SimPaymentStatus.AWAITING_SHOPPER,
                 SimPayment.expires_at > expires_at,
             )
-            .values(expires_at=expires_at)
+            .values(**values)
         ).rowcount
         == 1
     )

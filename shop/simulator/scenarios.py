@@ -1,27 +1,33 @@
 """One-click demo scenarios: a fresh order that will end Authorised, Refused, Cancelled, Error,
-Pending then paid, or abandoned then OFFER_CLOSED (simulator mode only).
+Pending then paid, or abandoned then OFFER_CLOSED; paid then refunded, partly refunded twice, or paid
+late, after OFFER_CLOSED, and refunded from its flag (simulator mode only).
 
 Each runs the real flow: the server calls the real payment services (/paymentMethods, /payments
 through the simulator over HTTP), then plays the shopper over HTTP, as tests/shopper.py does:
 it opens /orders/<token>/pay, follows the redirect to the simulated KNET page, fills and submits
 its form (or presses Cancel), and follows the way back to the return URL, so /payments/details is
-called as in real life. The webhooks then arrive from the simulator as usual.
+called as in real life. The webhooks then arrive from the simulator as usual. A refund scenario then
+waits for the order to be paid (its AUTHORISATION processed by the background worker) and asks for
+its refunds through the shop's own service (shop.orders.refunds.request_refund), as the console's
+Refund button does; REFUND webhooks finish them.
 Requests to itself go to PUBLIC_BASE_URL, so the app must serve several requests at once.
 """
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import requests
 from flask import current_app
+from sqlalchemy import select
 
 from shop.checkout import payments
 from shop.db import db
-from shop.models import OrderStatus, PaymentAttempt
-from shop.orders import state
+from shop.models import Order, OrderStatus, PaymentAttempt
+from shop.orders import refunds, state
 from shop.orders.history import Kind
 from shop.simulator import payments as sim_payments
 from shop.storefront.cart import Cart
@@ -43,6 +49,10 @@ GOOD_CARD = {
     "pin": "1234",
 }
 HTTP_TIMEOUT = 20
+# How long a refund scenario waits for the AUTHORISATION to make the order paid, beyond the webhook's delays.
+PAID_WAIT_SECONDS = 30
+# The late payment's AUTHORISATION comes this many seconds after its OFFER_CLOSED.
+LATE_AUTHORISATION_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,12 @@ class Scenario:
     ends: str  # the order's final status
     action: str | None  # "submit", "cancel", or None: the shopper never finishes the KNET page
     card: dict = field(default_factory=dict)
+    # Once paid, refunds asked for one after the other: each a percentage of the order's total, or
+    # None for what is left; with the reason the console would prefill.
+    refunds: tuple = ()
+    refund_reason: str = "CUSTOMER REQUEST"
+    # The abandoned offer is authorised all the same, after its OFFER_CLOSED.
+    late: bool = False
 
 
 SCENARIOS = {
@@ -111,6 +127,39 @@ SCENARIOS = {
             None,
             {},
         ),
+        Scenario(
+            "refunded",
+            "Paid, then refunded",
+            "The test card pays; once AUTHORISATION true has made the order paid, the whole amount is refunded "
+            "(reason CUSTOMER REQUEST): /refunds answers received, and REFUND true makes the order refunded.",
+            OrderStatus.REFUNDED,
+            "submit",
+            GOOD_CARD,
+            refunds=(None,),
+        ),
+        Scenario(
+            "partly_refunded",
+            "Partly refunded twice",
+            "The test card pays; then a quarter of the total is refunded, and another quarter right after, "
+            "while the first is still pending: two REFUND webhooks make the order partially refunded, half left.",
+            OrderStatus.PARTIALLY_REFUNDED,
+            "submit",
+            GOOD_CARD,
+            refunds=(25, 25),
+        ),
+        Scenario(
+            "late_refunded",
+            "Paid after OFFER_CLOSED, refunded from its flag",
+            "The shopper never finishes the KNET page; OFFER_CLOSED makes the order expired, then AUTHORISATION true "
+            "arrives anyway (Adyen: an expired offer may still be authorised): the order is paid, flagged "
+            "needs_refund_decision, and refunded in full as its Refund button offers (reason DUPLICATE).",
+            OrderStatus.REFUNDED,
+            None,
+            {},
+            refunds=(None,),
+            refund_reason="DUPLICATE",
+            late=True,
+        ),
     )
 }
 
@@ -161,8 +210,9 @@ def run(name):
         if knet_form is None:
             raise ScenarioError(f"The KNET page did not open (HTTP {page.status_code}).", order_id)
         if scenario.action is None:
-            sim_payments.expire_soon(psp_reference, config["CONSOLE_ABANDON_SECONDS"])
-            return order_id
+            late = LATE_AUTHORISATION_SECONDS if scenario.late else None
+            sim_payments.expire_soon(psp_reference, config["CONSOLE_ABANDON_SECONDS"], authorise_after_close=late)
+            return _refund(scenario, order_id)
         data = dict(knet_form["fields"], action=scenario.action, **scenario.card)
         if scenario.action == "cancel":
             data.setdefault("bank", "")
@@ -174,7 +224,36 @@ def run(name):
         browser.close()
     if "/orders/" not in result.url:
         raise ScenarioError(f"The shopper did not get back to the shop (ended at HTTP {result.status_code}).", order_id)
+    return _refund(scenario, order_id)
+
+
+def _refund(scenario, order_id):
+    """Once the order is paid, ask for the scenario's refunds, as the console's Refund button does."""
+    if not scenario.refunds:
+        return order_id
+    total = _wait_until_paid(order_id)
+    for percent in scenario.refunds:
+        amount = None if percent is None else total * percent // 100
+        try:
+            refunds.request_refund(order_id, amount_minor=amount, reason=scenario.refund_reason, requested_by="demo")
+        except refunds.RefundError as error:
+            raise ScenarioError(f"The refund was not made: {error}", order_id) from None
     return order_id
+
+
+def _wait_until_paid(order_id):
+    """The order's total once it is paid (its AUTHORISATION processed), or ScenarioError after a while."""
+    config = current_app.config
+    waits = config["SIMULATOR_WEBHOOK_DELAY"] + config["CONSOLE_ABANDON_SECONDS"] + LATE_AUTHORISATION_SECONDS
+    deadline = time.monotonic() + waits + PAID_WAIT_SECONDS
+    while True:
+        status, total = db.session.execute(select(Order.status, Order.amount_value).where(Order.id == order_id)).one()
+        db.session.rollback()  # read afresh next time; hold no transaction while waiting
+        if status == OrderStatus.PAID:
+            return total
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"The order was not paid in time (it is {status}); nothing refunded.", order_id)
+        time.sleep(0.2)
 
 
 def _follow_autosubmit(browser, response):

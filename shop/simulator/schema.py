@@ -62,6 +62,8 @@ _MISSING = {
     ("PaymentRequest", "paymentMethod"): ("14_006", "Required object 'paymentMethod' is not provided."),
     ("PaymentRequest", "returnUrl"): ("14_030", "Required field 'returnUrl' is not provided."),
     ("PaymentDetailsRequest", "details"): ("14_018", "Required field 'details' is not provided."),
+    # A refund without amount (seen in Adyen/adyen-ruby-api-library#168).
+    ("PaymentRefundRequest", "amount"): ("100", "Required object 'amount' is not provided."),
 }
 # A missing merchantAccount is answered by the account check: 403 901, as for a wrong one.
 _LEFT_TO_THE_HANDLER = {"merchantAccount"}

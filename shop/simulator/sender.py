@@ -236,3 +236,26 @@ def resend(delivery_id):
     )
     db.session.commit()
     return changed
+
+
+def queue_customer_area_test():
+    """Queue, due now, the AUTHORISATION the Customer Area's "Test configuration" button sends
+    (pspReference test_AUTHORISATION_1, merchantReference testMerchantRef1). Returns its id."""
+    item = notifications.customer_area_test_item(current_app.config["ADYEN_MERCHANT_ACCOUNT"], utcnow())
+    return _queue_now(item)
+
+
+def queue_report_available():
+    """Queue, due now, a REPORT_AVAILABLE for today's payments accounting report: its file name as
+    pspReference, its Customer Area download URL as reason. Returns its id."""
+    account = current_app.config["ADYEN_MERCHANT_ACCOUNT"]
+    now = utcnow()
+    file_name = f"payments_accounting_report_{now.astimezone(notifications.AMSTERDAM):%Y_%m_%d}.csv"
+    url = f"https://ca-test.adyen.com/reports/download/MerchantAccount/{account}/{file_name}"
+    return _queue_now(notifications.report_available_item(account, file_name, url, now))
+
+
+def _queue_now(item):
+    delivery = notifications.add_delivery(item, 0)
+    db.session.commit()
+    return delivery.id

@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, insert, select, update
 from shop import jobs
 from shop.db import db, transaction
 from shop.models import Notification, Order, OrderEvent, utcnow
-from shop.orders import history, state
+from shop.orders import history, refund_state, state
 from shop.orders.history import Kind
 from shop.webhooks import inbox
 
@@ -50,7 +50,7 @@ def ignore_reason(item, mismatch=None):
     elif item.psp_reference.startswith("test_"):
         # Customer Area "Test configuration" sends pspReferences like test_AUTHORISATION_4.
         reasons.append("a test webhook from the Customer Area")
-    elif item.event_code not in state.HANDLED_EVENTS and not item.problems:
+    elif item.event_code not in HANDLED_EVENTS and not item.problems:
         reasons.append(f"this shop does not act on {item.event_code}")
     return f"{'; '.join(reasons)}: acknowledged, not processed" if reasons else None
 
@@ -136,6 +136,8 @@ def _duplicate_event_statement():
 _DUPLICATE_EVENT = _duplicate_event_statement()
 
 
+HANDLED_EVENTS = state.HANDLED_EVENTS + refund_state.REFUND_EVENTS
+
 QUEUE = jobs.Queue(
     name="webhooks",
     table=Notification.__table__,
@@ -148,6 +150,7 @@ QUEUE = jobs.Queue(
     backoff=jobs.exponential("WEBHOOK_RETRY_SECONDS"),
     returning=(
         "psp_reference",
+        "original_reference",
         "event_code",
         "success",
         "merchant_reference",
@@ -198,6 +201,19 @@ def process_one(notification):
 def _apply(notification):
     """The change to the order, its timeline entry, its email and the processed mark: one transaction.
     Returns the note."""
+    handler = HANDLERS.get(notification.event_code, _apply_payment)
+    order_id, note, changed = handler(notification)
+    if order_id is None:
+        log.warning("webhook %s %s: %s", notification.event_code, notification.psp_reference, note)
+    elif not changed:
+        history.note(order_id, Kind.WEBHOOK_PROCESSED, note, notification_id=notification.id)
+    if not QUEUE.finish(notification, PROCESSED, processed_at=utcnow(), note=note, last_error=None):
+        raise jobs.LostClaim(notification.id)  # undo: the worker that took it over applies it
+    return note
+
+
+def _apply_payment(notification):
+    """AUTHORISATION, OFFER_CLOSED: the payment's outcome. (order id, note, whether it changed the order)."""
     event = state.WebhookEvent(
         event_code=notification.event_code,
         success=notification.success,
@@ -209,16 +225,35 @@ def _apply(notification):
     )
     order_id = state.order_id_for(notification.merchant_reference)
     if order_id is None:
-        note = f"no order has merchantReference {notification.merchant_reference!r}: nothing to change"
-        log.warning("webhook %s: %s", event.describe(), note)
-    else:
-        decision = state.apply_webhook(order_id, event)
-        note = decision.note
-        if not decision.changes:
-            history.note(order_id, Kind.WEBHOOK_PROCESSED, note, notification_id=notification.id)
-    if not QUEUE.finish(notification, PROCESSED, processed_at=utcnow(), note=note, last_error=None):
-        raise jobs.LostClaim(notification.id)  # undo: the worker that took it over applies it
-    return note
+        return None, f"no order has merchantReference {notification.merchant_reference!r}: nothing to change", False
+    decision = state.apply_webhook(order_id, event)
+    return order_id, decision.note, bool(decision.changes)
+
+
+def _apply_refund(notification):
+    """REFUND, REFUND_FAILED, REFUNDED_REVERSED, CANCEL_OR_REFUND, CANCELLATION: a refund's outcome,
+    matched by originalReference and the refund's reference (shop/orders/refund_state.py)."""
+    event = refund_state.RefundEvent(
+        event_code=notification.event_code,
+        success=notification.success,
+        psp_reference=notification.psp_reference,
+        original_reference=notification.original_reference or "",
+        merchant_reference=notification.merchant_reference,
+        amount_value=notification.amount_value,
+        currency=notification.currency,
+        reason=notification.reason,
+        notification_id=notification.id,
+    )
+    order_id, note, changed = refund_state.apply_refund_webhook(event)
+    return order_id, note, changed
+
+
+# Which rules apply a stored notification, by eventCode (anything else is stored as ignored).
+HANDLERS = {
+    state.AUTHORISATION: _apply_payment,
+    state.OFFER_CLOSED: _apply_payment,
+    **{code: _apply_refund for code in refund_state.REFUND_EVENTS},
+}
 
 
 def _failed(notification, exc):
@@ -254,7 +289,7 @@ def requeue(notification_id):
         return None
     if not QUEUE.requeue(notification_id, (row.status,)):
         return None
-    order_id = state.order_id_for(row.merchant_reference)
+    order_id = state.order_id_for(row.merchant_reference) or refund_state.order_id_of_refund(row.merchant_reference)
     if order_id is not None:
         history.note(order_id, Kind.WEBHOOK_REPLAYED, notification_id=notification_id)
     return row.status
