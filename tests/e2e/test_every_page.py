@@ -181,13 +181,22 @@ def assert_clean(inspector, errors, at_least):
     assert errors == []
 
 
-@pytest.mark.parametrize("language", ["en", "ar"])
+# Run in parallel (pytest-xdist, --dist loadgroup), each language's tour goes to a worker of its own,
+# with a server of its own; the console's tour follows the English one on its server, to see its orders.
+@pytest.mark.parametrize(
+    "language",
+    [
+        pytest.param("en", marks=pytest.mark.xdist_group("every-page-en")),
+        pytest.param("ar", marks=pytest.mark.xdist_group("every-page-ar")),
+    ],
+)
 def test_every_shopper_page_fits_a_phone_and_passes_axe(server, tab, language):
     page, errors = tab
     inspector = Inspector(page).walk(ShopperTour(page, server, language))
     assert_clean(inspector, errors, at_least=24)
 
 
+@pytest.mark.xdist_group("every-page-en")
 def test_every_console_page_fits_a_phone_and_passes_axe(server, tab):
     page, errors = tab
     inspector = Inspector(page).walk(ConsoleTour(page, server))
