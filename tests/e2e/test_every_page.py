@@ -125,10 +125,11 @@ class Inspector:
     def look(self, name):
         page = self.page
         self.pages.append(name)
-        for scheme in SCHEMES:
-            page.emulate_media(color_scheme=scheme)
-            for width in WIDTHS:
-                page.set_viewport_size({"width": width, "height": 800})
+        # Each width once, both schemes in it: a resize lays the page out again, a scheme only repaints it.
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 800})
+            for scheme in SCHEMES:
+                page.emulate_media(color_scheme=scheme)
                 for problem in page.evaluate(LAYOUT_PROBLEMS):
                     self.problems.append(f"{name} at {width} px, {scheme}: {problem}")
                 if width == AXE_WIDTH:
