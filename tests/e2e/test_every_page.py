@@ -125,6 +125,7 @@ class Inspector:
     def look(self, name):
         page = self.page
         self.pages.append(name)
+        page.wait_for_load_state()  # its style sheets and fonts too, on a busy machine
         # Each width once, both schemes in it: a resize lays the page out again, a scheme only repaints it.
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 800})
