@@ -12,8 +12,6 @@ import re
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from tests.conftest import LiveServer
-from tests.databases import databases
 from tests.e2e.tour import SERVER_ENV, SERVER_SETTINGS, ConsoleTour, ShopperTour
 from tests.shopper import Shopper
 from tests.test_console import FULL_TEST_ENV
@@ -147,13 +145,10 @@ class Inspector:
         return self
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("every-page")
-    live = LiveServer(directory, ENV=SERVER_ENV, **SERVER_SETTINGS)
-    yield live
-    live.stop()
-    databases.drop_owned_by(directory)
+@pytest.fixture
+def server(live_server_factory):
+    """A server of its own for each tour, so that the tours can run side by side (pytest-xdist)."""
+    return live_server_factory(ENV=SERVER_ENV, **SERVER_SETTINGS)
 
 
 # What the console's lists show: a purchase of every outcome in each language, made over HTTP.
@@ -167,12 +162,11 @@ SEED_PAYMENTS = (
 )
 
 
-@pytest.fixture(scope="module")
-def console_server(tmp_path_factory):
-    """The console tour's own server (so that it can run beside the shopper tours), with orders,
-    webhooks, deliveries and emails of every outcome in English and Arabic."""
-    directory = tmp_path_factory.mktemp("every-page-console")
-    live = LiveServer(directory, ENV=SERVER_ENV, **SERVER_SETTINGS)
+@pytest.fixture
+def console_server(live_server_factory):
+    """The console tour's own server (so that it can run beside the shopper tours, pytest-xdist), with
+    orders, webhooks, deliveries and emails of every outcome in English and Arabic."""
+    live = live_server_factory(ENV=SERVER_ENV, **SERVER_SETTINGS)
     for language in ("en", "ar"):
         shopper = Shopper(live.url)
         shopper.get(f"/language/{language}?next=/")
@@ -180,9 +174,7 @@ def console_server(tmp_path_factory):
             shopper.add_to_cart()
             back = shopper.pay_on_knet(shopper.place_order(), **card)
             assert back.status_code == 200 and "/orders/" in back.url, back.url
-    yield live
-    live.stop()
-    databases.drop_owned_by(directory)
+    return live
 
 
 @pytest.fixture
@@ -213,15 +205,7 @@ def assert_clean(inspector, errors, at_least):
     assert errors == []
 
 
-# Run in parallel (pytest-xdist, --dist loadgroup), each language's tour keeps to one worker, with a
-# server of its own.
-@pytest.mark.parametrize(
-    "language",
-    [
-        pytest.param("en", marks=pytest.mark.xdist_group("every-page-en")),
-        pytest.param("ar", marks=pytest.mark.xdist_group("every-page-ar")),
-    ],
-)
+@pytest.mark.parametrize("language", ["en", "ar"])
 def test_every_shopper_page_fits_a_phone_and_passes_axe(server, tab, language):
     page, errors = tab
     inspector = Inspector(page).walk(ShopperTour(page, server, language))
