@@ -19,7 +19,7 @@ $(BIN)/.installed: requirements.txt
 run: $(BIN)/.installed $(MO_FILES) db-upgrade
 	PORT=$(PORT) $(BIN)/flask --app wsgi run --host 127.0.0.1 --port $(PORT) --with-threads
 
-## Every test, the browser tests included.
+## Every test, the browser tests included, on two pytest-xdist workers (pytest.ini; `-n 0` for one process).
 ## On SQLite; then, when TEST_DATABASE_URL names a PostgreSQL database, all again on PostgreSQL
 ## (each test gets a database of its own there, built from the migrations).
 test: $(BIN)/.installed browser $(MO_FILES)

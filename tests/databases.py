@@ -10,6 +10,11 @@ session into a template database, and each app gets its own database, `CREATE DA
 The database named in the URL is only used to create and drop the others. Names carry the pytest
 process id, so runs in parallel on one server never meet, and a run that was killed is cleaned up
 by the next one on the same machine.
+
+Test databases are not kept across a power cut, so they skip waiting for the disk: SQLite
+connections in the test process run with `synchronous = OFF`, and the PostgreSQL databases have
+`synchronous_commit = off` (each commit still all or nothing; only its flush to disk is later).
+Processes a test starts (gunicorn, `flask worker`) keep the shop's own settings.
 """
 
 import os
@@ -20,7 +25,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -31,6 +37,14 @@ _NAME = re.compile(r"^shop_test_(\d+)_[0-9a-f]+_(\d+|template)$")
 def backend():
     """'postgresql' when TEST_DATABASE_URL is set, else 'sqlite'."""
     return make_url(TEST_DATABASE_URL).get_backend_name() if TEST_DATABASE_URL else "sqlite"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_without_fsync(dbapi_connection, _record):
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous = OFF")
+        cursor.close()
 
 
 def migrate(url):
@@ -115,19 +129,22 @@ class Databases:
         return make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
 
     def _postgres_copy(self, owner):
-        admin = self._admin_engine()
         if self._template is None:
             template = f"{self._run}_template"
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{template}"'))
+            self._create(template)
             migrate(self._url(template))
             self._template = template
         self._numbers += 1
         name = f"{self._run}_{self._numbers}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'))
+        self._create(name, template=self._template)
         self._created.append((owner, name))
         return self._url(name)
+
+    def _create(self, name, template=None):
+        with self._admin_engine().connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+            # A database's settings are not copied from its template.
+            connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
 
     def _drop(self, name):
         with self._admin_engine().connect() as connection:

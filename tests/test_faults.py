@@ -3,7 +3,7 @@
 Expected (issue #5): an unknown outcome keeps the order pending, never failed or paid; a retry
 reuses the same Idempotency-Key; a 4xx is final for that attempt; a 704 is not a failure; webhooks
 settle the order, whatever their delay, duplicates, order or burst. Never a lost or double-charged
-order. The shop's read timeout is 1 s here (ADYEN_READ_TIMEOUT), so a "timeout" takes 2 s.
+order. Where a test injects a `timeout`, the shop's read timeout is 0.75 s (ADYEN_READ_TIMEOUT).
 """
 
 import threading
@@ -21,6 +21,7 @@ from shop.simulator import faults, outcomes, sender
 from shop.simulator import payments as sim
 from shop.simulator.models import DeliveryStatus, SimWebhookDelivery
 from tests.fault_helpers import (
+    TIMEOUTS,
     Email,
     Notification,
     Order,
@@ -57,7 +58,7 @@ def paid(server):
 
 
 def test_payments_timeout_is_retried_with_the_same_key_and_charges_once(live_server_factory):
-    server = start(live_server_factory)
+    server = start(live_server_factory, env=TIMEOUTS)
     inject(server, "/payments", "timeout", count=1)
     shopper = shopper_with_cart(server)
     page = shopper.place_order()
@@ -82,7 +83,7 @@ def test_payments_timeout_is_retried_with_the_same_key_and_charges_once(live_ser
 def test_no_usable_answer_keeps_the_order_pending_and_try_again_reuses_the_key(
     live_server_factory, kind, created_at_adyen
 ):
-    server = start(live_server_factory)
+    server = start(live_server_factory, env=TIMEOUTS)
     inject(server, "/payments", kind, count=3)  # every try of the first click
     shopper = shopper_with_cart(server)
     page = shopper.place_order()
@@ -171,8 +172,11 @@ def test_slow_answer_within_the_timeout_only_takes_longer(live_server_factory):
 
 
 def test_retries_end_by_the_deadline(live_server_factory):
-    # 1 s reads inside a 3 s budget: the first try and one shorter retry, then "unknown".
-    server = start(live_server_factory, env={"ADYEN_PAYMENTS_DEADLINE": "3"}, PAYMENTS_RETRY_BACKOFF=(0.5, 1.5))
+    # 0.75 s reads inside a 2.25 s budget: the first try and a retry (a retry needs a second left),
+    # then "unknown".
+    server = start(
+        live_server_factory, env=dict(TIMEOUTS, ADYEN_PAYMENTS_DEADLINE="2.25"), PAYMENTS_RETRY_BACKOFF=(0.25, 0.75)
+    )
     inject(server, "/payments", "timeout", count=None)
     shopper = shopper_with_cart(server)
     started = time.monotonic()
@@ -180,7 +184,7 @@ def test_retries_end_by_the_deadline(live_server_factory):
     elapsed = time.monotonic() - started
     assert WAITING in text_of(page.text)
     assert len(api_calls(server, "/payments")) == 2
-    assert elapsed < 3 + 1.5, elapsed  # the budget, plus the page loads around it
+    assert elapsed < 2.25 + 1.5, elapsed  # the budget, plus the page loads around it
 
 
 def test_timeouts_and_deadline_must_fit_the_worker_timeout():
@@ -211,7 +215,7 @@ def test_each_try_gets_only_the_time_left(app):
 
 
 def test_details_timeout_keeps_the_order_pending_until_the_webhook(live_server_factory):
-    server = start(live_server_factory)
+    server = start(live_server_factory, env=TIMEOUTS)
     shopper = shopper_with_cart(server)
     knet_page = shopper.place_order()
     inject(server, "webhooks", "webhook_burst")  # hold the webhook, to see the page before it
@@ -260,7 +264,7 @@ def test_details_704_for_a_repeated_return_is_not_a_failure(live_server_factory)
 
 @pytest.mark.parametrize("kind", ["http_500", "timeout", "http_401", "refuse"])
 def test_payment_methods_fault_shows_a_plain_message_and_no_pay_button(live_server_factory, kind):
-    server = start(live_server_factory)
+    server = start(live_server_factory, env=TIMEOUTS)
     inject(server, "/paymentMethods", kind, count=1)
     shopper = shopper_with_cart(server)
     page = shopper.checkout_page()

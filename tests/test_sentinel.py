@@ -47,7 +47,7 @@ def test_no_secret_reaches_a_response_a_log_or_the_store(live_server_factory, ca
             "WEBHOOK_PASSWORD": WEBHOOK_PASSWORD,
             "SECRET_KEY": SECRET_KEY,
             "SIMULATOR_WEBHOOK_DELAY": "0",
-            "ADYEN_READ_TIMEOUT": "1",
+            "ADYEN_READ_TIMEOUT": "3/4",
         },
         PAYMENTS_RETRY_BACKOFF=(0.1, 0.1),
     )

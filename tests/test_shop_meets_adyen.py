@@ -13,7 +13,16 @@ from sqlalchemy import select
 
 from shop.db import db
 from shop.models import ApiCall, Email, OrderStatus
-from tests.fault_helpers import api_calls, in_context, inject, shopper_with_cart, sim_payments, start, the_order
+from tests.fault_helpers import (
+    TIMEOUTS,
+    api_calls,
+    in_context,
+    inject,
+    shopper_with_cart,
+    sim_payments,
+    start,
+    the_order,
+)
 from tests.shopper import order_token, text_of
 from tests.simulator_helpers import LONGEST_REDIRECT_RESULT, details, pay, redirect_result_from
 from tests.webhook_helpers import wait_for
@@ -34,7 +43,7 @@ def visible_text(html):
 
 @pytest.mark.parametrize("status", ["422", "409"])
 def test_payments_in_progress_is_retried_with_the_same_key_as_422_or_409(live_server_factory, status):
-    server = start(live_server_factory, env={"SIMULATOR_704_STATUS": status})
+    server = start(live_server_factory, env=dict(TIMEOUTS, SIMULATOR_704_STATUS=status))
     inject(server, "/payments", "timeout", count=1)  # the first try is done at Adyen, its answer late
     inject(server, "/payments", "http_704_on_repeat", count=1)  # the retry finds it "in progress"
     shopper = shopper_with_cart(server)

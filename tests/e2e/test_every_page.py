@@ -12,9 +12,8 @@ import re
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from tests.conftest import LiveServer
-from tests.databases import databases
 from tests.e2e.tour import SERVER_ENV, SERVER_SETTINGS, ConsoleTour, ShopperTour
+from tests.shopper import Shopper
 from tests.test_console import FULL_TEST_ENV
 
 WIDTHS = (320, 390, 768, 1280)
@@ -125,10 +124,12 @@ class Inspector:
     def look(self, name):
         page = self.page
         self.pages.append(name)
-        for scheme in SCHEMES:
-            page.emulate_media(color_scheme=scheme)
-            for width in WIDTHS:
-                page.set_viewport_size({"width": width, "height": 800})
+        page.wait_for_load_state()  # its style sheets and fonts too, on a busy machine
+        # Each width once, both schemes in it: a resize lays the page out again, a scheme only repaints it.
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 800})
+            for scheme in SCHEMES:
+                page.emulate_media(color_scheme=scheme)
                 for problem in page.evaluate(LAYOUT_PROBLEMS):
                     self.problems.append(f"{name} at {width} px, {scheme}: {problem}")
                 if width == AXE_WIDTH:
@@ -144,13 +145,36 @@ class Inspector:
         return self
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("every-page")
-    live = LiveServer(directory, ENV=SERVER_ENV, **SERVER_SETTINGS)
-    yield live
-    live.stop()
-    databases.drop_owned_by(directory)
+@pytest.fixture
+def server(live_server_factory):
+    """A server of its own for each tour, so that the tours can run side by side (pytest-xdist)."""
+    return live_server_factory(ENV=SERVER_ENV, **SERVER_SETTINGS)
+
+
+# What the console's lists show: a purchase of every outcome in each language, made over HTTP.
+SEED_PAYMENTS = (
+    {},
+    {"pin": "9999"},  # refused
+    {"action": "cancel"},
+    {"card_number": "8888880000000003"},  # error
+    {"card_number": "8888880000000004"},  # pending
+    {"card_number": "8888880000000005"},  # received, then failed by its webhook
+)
+
+
+@pytest.fixture
+def console_server(live_server_factory):
+    """The console tour's own server (so that it can run beside the shopper tours, pytest-xdist), with
+    orders, webhooks, deliveries and emails of every outcome in English and Arabic."""
+    live = live_server_factory(ENV=SERVER_ENV, **SERVER_SETTINGS)
+    for language in ("en", "ar"):
+        shopper = Shopper(live.url)
+        shopper.get(f"/language/{language}?next=/")
+        for card in SEED_PAYMENTS:
+            shopper.add_to_cart()
+            back = shopper.pay_on_knet(shopper.place_order(), **card)
+            assert back.status_code == 200 and "/orders/" in back.url, back.url
+    return live
 
 
 @pytest.fixture
@@ -188,9 +212,9 @@ def test_every_shopper_page_fits_a_phone_and_passes_axe(server, tab, language):
     assert_clean(inspector, errors, at_least=24)
 
 
-def test_every_console_page_fits_a_phone_and_passes_axe(server, tab):
+def test_every_console_page_fits_a_phone_and_passes_axe(console_server, tab):
     page, errors = tab
-    inspector = Inspector(page).walk(ConsoleTour(page, server))
+    inspector = Inspector(page).walk(ConsoleTour(page, console_server))
     assert_clean(inspector, errors, at_least=12)
 
 

@@ -187,7 +187,7 @@ class ShopperTour:
 
 
 class ConsoleTour:
-    """The developer console (and the simulator's fault page), with what the shopper tours left."""
+    """The developer console (and the simulator's fault page), with the orders the server has."""
 
     def __init__(self, page, server):
         self.page, self.server = page, server
