@@ -229,8 +229,8 @@ def build(order):
     matches = [Notification.merchant_reference == order.reference]
     if refunds:
         matches.append(Notification.merchant_reference.in_([r.reference for r in refunds.values()]))
-    if order.psp_reference:
-        matches.append(Notification.original_reference == order.psp_reference)
+    if order.payments:
+        matches.append(Notification.original_reference.in_(order.payments))
     notifications = {
         n.id: n
         for n in db.session.execute(select(Notification).where(or_(*matches)).order_by(Notification.id)).scalars()
