@@ -4,6 +4,8 @@ and the shopper show. Each transition, the faults, and one refund however it is 
 submit, a retry after a timeout, two consoles at once (on PostgreSQL too, with TEST_DATABASE_URL).
 """
 
+import html
+import re
 import threading
 from datetime import timedelta
 
@@ -371,3 +373,62 @@ def test_flagged_payments_are_refunded_automatically_only_when_the_setting_is_on
     order = becomes(server, order_id, "refunded")
     (row,) = refunds_of(server, order_id)
     assert (row.requested_by, row.reason, row.amount_value) == ("auto", "DUPLICATE", order.amount_value)
+
+
+def test_an_order_paid_twice_refunds_its_second_payment_from_the_flag_and_stays_paid_by_the_first(server):
+    from shop.simulator.models import SimPayment
+    from tests.simulator_helpers import pay
+
+    order_id = buy(server)
+    order = the_order(server, order_id)
+    first = order.psp_reference
+    # The shopper pays the same order again on the simulator: a second successful AUTHORISATION.
+    paid_again, second, _ = pay(
+        server, reference=order.reference, amount={"currency": "KWD", "value": order.amount_value}
+    )
+    assert paid_again.status_code in (302, 303) and second != first
+    release_webhooks(server)
+    wait_for(lambda: the_order(server, order_id).extra_psp_reference == second, message="the second payment kept")
+    order = the_order(server, order_id)
+    assert (order.status, order.psp_reference, order.flags) == ("paid", first, ["needs refund decision"])
+
+    http = requests.Session()
+    page = http.get(f"{server.url}/console/orders/{order_id}", timeout=10)
+    assert "Refund 12.500 KWD (DUPLICATE)" in text_of(page.text)
+    assert f"The payment {second} is flagged (a second payment: the order was paid by {first}" in text_of(page.text)
+    # The flag's Refund button, and the form below it, give back the second payment.
+    (href,) = re.findall(r'id="refund-flagged" href="([^"]+)"', page.text)
+    assert f"payment={second}" in html.unescape(href)
+    assert next(f for f in forms_of(page.text) if "/refund" in f["action"])["fields"]["payment"] == second
+    confirm = http.get(server.url + html.unescape(href), timeout=10)
+    assert f"POST /payments/{second}/refunds" in text_of(confirm.text)
+    landed = post_form(http, confirm, "/refunds")
+    assert landed.status_code == 200
+
+    order = becomes(server, order_id, "paid")
+    (row,) = refunds_of(server, order_id)
+    assert (row.payment_psp_reference, row.status, row.amount_value) == (second, "succeeded", 12500)
+    # The simulator refunded the second payment; the order is still paid by the first, its flag resolved.
+    (url,) = [
+        c[0]
+        for c in in_app(
+            server.app, lambda: db.session.execute(select(ApiCall.url).where(ApiCall.endpoint == REFUNDS)).all()
+        )()
+    ]
+    assert url.endswith(f"/payments/{second}/refunds")
+    refunded = in_app(
+        server.app,
+        lambda: (
+            db.session.execute(
+                select(SimPayment.psp_reference).join(SimModification, SimModification.payment_id == SimPayment.id)
+            )
+            .scalars()
+            .all()
+        ),
+    )()
+    assert refunded == [second]
+    assert (order.psp_reference, order.needs_refund_decision, order.flags) == (first, False, [])
+    page = http.get(f"{server.url}/console/orders/{order_id}", timeout=10).text
+    assert f"{second} (the second payment)" in text_of(page)
+    # What is left is counted per payment: all of the first payment may still be refunded.
+    assert "up to 12.500 KWD" in text_of(page) and f"Of payment {first}" in text_of(page)
