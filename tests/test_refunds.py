@@ -16,10 +16,11 @@ from sqlalchemy import select
 from shop.db import db
 from shop.models import ApiCall, Order, Refund
 from shop.orders import refunds
-from shop.simulator.models import SimModification
+from shop.simulator.models import SimModification, SimPayment
 from tests.console_helpers import FAST, buy, count, post_form, release_webhooks, settled, status_of
 from tests.fault_helpers import inject
 from tests.shopper import forms_of, text_of
+from tests.simulator_helpers import pay
 from tests.webhook_helpers import in_app, wait_for
 
 REFUNDS = "/payments/{paymentPspReference}/refunds"
@@ -375,20 +376,23 @@ def test_flagged_payments_are_refunded_automatically_only_when_the_setting_is_on
     assert (row.requested_by, row.reason, row.amount_value) == ("auto", "DUPLICATE", order.amount_value)
 
 
-def test_an_order_paid_twice_refunds_its_second_payment_from_the_flag_and_stays_paid_by_the_first(server):
-    from shop.simulator.models import SimPayment
-    from tests.simulator_helpers import pay
-
+def paid_twice(server):
+    """A real purchase, then the shopper pays the same order again on the simulator: a second successful
+    AUTHORISATION with another pspReference. Returns (order id, first pspReference, second)."""
     order_id = buy(server)
     order = the_order(server, order_id)
     first = order.psp_reference
-    # The shopper pays the same order again on the simulator: a second successful AUTHORISATION.
     paid_again, second, _ = pay(
         server, reference=order.reference, amount={"currency": "KWD", "value": order.amount_value}
     )
     assert paid_again.status_code in (302, 303) and second != first
     release_webhooks(server)
     wait_for(lambda: the_order(server, order_id).extra_psp_reference == second, message="the second payment kept")
+    return order_id, first, second
+
+
+def test_an_order_paid_twice_refunds_its_second_payment_from_the_flag_and_stays_paid_by_the_first(server):
+    order_id, first, second = paid_twice(server)
     order = the_order(server, order_id)
     assert (order.status, order.psp_reference, order.flags) == ("paid", first, ["needs refund decision"])
 
@@ -432,3 +436,23 @@ def test_an_order_paid_twice_refunds_its_second_payment_from_the_flag_and_stays_
     assert f"{second} (the second payment)" in text_of(page)
     # What is left is counted per payment: all of the first payment may still be refunded.
     assert "up to 12.500 KWD" in text_of(page) and f"Of payment {first}" in text_of(page)
+
+
+def test_an_order_paid_twice_has_its_second_payment_refunded_automatically_and_by_the_command_line(
+    live_server_factory,
+):
+    server = live_server_factory(ENV=dict(FAST, AUTO_REFUND_FLAGGED="1"), **QUICK)
+    order_id, first, second = paid_twice(server)
+    server.app.extensions["worker"].wake()
+    wait_for(lambda: len(refunds_of(server, order_id)) == 1, message="the automatic refund")
+    order = becomes(server, order_id, "paid")
+    (row,) = refunds_of(server, order_id)
+    assert (row.requested_by, row.payment_psp_reference, row.status) == ("auto", second, "succeeded")
+    assert (order.psp_reference, order.flags) == (first, [])
+    # The decision made, the command line refunds the order's own payment, all of it left.
+    runner = server.app.test_cli_runner()
+    refused = runner.invoke(args=["orders", "refund", order.reference, "--payment", "NOTAPAYMENT00001"])
+    assert refused.exit_code == 1 and "was not paid by NOTAPAYMENT00001" in refused.output, refused.output
+    done = runner.invoke(args=["orders", "refund", order.reference, "--amount", "1.000"])
+    assert done.exit_code == 0 and f"of payment {first}." in done.output, done.output
+    becomes(server, order_id, "partially_refunded")

@@ -196,7 +196,9 @@ def find_refund(event):
     if order is None:
         return None
     candidates = [
-        r for r in refunds_of(order.id) if r.psp_reference is None and r.payment_psp_reference == event.original_reference
+        r
+        for r in refunds_of(order.id)
+        if r.psp_reference is None and r.payment_psp_reference == event.original_reference
     ]
     wanted = RefundStatus.OPEN if event.event_code in OUTCOME_EVENTS else (*RefundStatus.OPEN, RefundStatus.SUCCEEDED)
     for refund in candidates:
