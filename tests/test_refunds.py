@@ -434,6 +434,7 @@ def test_an_order_paid_twice_refunds_its_second_payment_from_the_flag_and_stays_
     assert (order.psp_reference, order.needs_refund_decision, order.flags) == (first, False, [])
     page = http.get(f"{server.url}/console/orders/{order_id}", timeout=10).text
     assert f"{second} (the second payment)" in text_of(page)
+    assert f"-R1: 12.500 KWD of payment {second}" in text_of(page)  # the timeline's refund steps
     # What is left is counted per payment: all of the first payment may still be refunded.
     assert "up to 12.500 KWD" in text_of(page) and f"Of payment {first}" in text_of(page)
 

@@ -328,7 +328,8 @@ def _event_step(order, event, notifications, known, refund=None):
     notification = notifications.get(event.notification_id)
     title, facts, blocks, tone = _title(event, detail, notification, refund), [], [], ""
     if refund is not None:
-        facts.append(("Refund", f"{refund.reference}: {format_amount(refund.amount_value, refund.currency)}"))
+        money = format_amount(refund.amount_value, refund.currency)
+        facts.append(("Refund", f"{refund.reference}: {money} of payment {refund.payment_psp_reference}"))
     if event.old_status and event.new_status:
         tone = _status_tone(event.new_status)
     if notification is not None:
