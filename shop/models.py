@@ -78,6 +78,9 @@ class Order(db.Model):
     # The last refund failed (REFUND success=false, REFUND_FAILED, REFUNDED_REVERSED): its reason is on
     # the refund. Cleared when a new refund is asked for.
     refund_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A second successful payment for this already-paid order (another pspReference): the one a
+    # refund decision is about, so the flagged order's refund gives that payment back, not the first.
+    extra_psp_reference: Mapped[str | None] = mapped_column(String(32))
     # Set when this order was paid while another order of its cart already was: a second payment.
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     # Why the order is in its status when no webhook put it there: "unconfirmed", closed by the shop's
@@ -114,6 +117,19 @@ class Order(db.Model):
         if self.refund_failed:
             flags.append("refund_failed")
         return flags
+
+    @property
+    def payments(self):
+        """The pspReferences of the payments this order took: its own, then a second one if it came."""
+        return [psp for psp in (self.psp_reference, self.extra_psp_reference) if psp]
+
+    @property
+    def payment_to_refund(self):
+        """The payment a refund gives back unless another is named: the second payment while its refund
+        decision is open (that one was extra), else the order's own."""
+        if self.needs_refund_decision and self.extra_psp_reference:
+            return self.extra_psp_reference
+        return self.psp_reference
 
     @property
     def latest_attempt(self):
@@ -185,6 +201,9 @@ class Refund(db.Model):
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: str(uuid.uuid4()))
     # The asker's own key (a console form, a CLI run): the same one twice is the same refund.
     request_key: Mapped[str] = mapped_column(String(64), default=lambda: str(uuid.uuid4()))
+    # The payment it gives money back from (the path's paymentPspReference): the order's own, or the
+    # second payment an order flagged needs_refund_decision took (Order.extra_psp_reference).
+    payment_psp_reference: Mapped[str] = mapped_column(String(64))
     # Adyen's pspReference of the modification (from its answer or its notification).
     psp_reference: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.REQUESTED)
@@ -253,6 +272,8 @@ class Notification(db.Model):
         # Looked up by order reference (the timeline). A hash index on PostgreSQL: a btree entry
         # holds about 2.7 KB there, and a merchantReference may be longer (no maxLength at Adyen).
         Index("ix_notifications_merchant_reference", "merchant_reference", postgresql_using="hash"),
+        # Refund notifications are looked up by the payment they name (the timeline), hashed likewise.
+        Index("ix_notifications_original_reference", "original_reference", postgresql_using="hash"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -77,8 +77,15 @@ def test_any_arrival_order_ends_the_same(events, end):
         assert settle(order, status=REQ) == end  # the notification may come before the API's answer
 
 
-def refunds(*pairs):
-    return [SimpleNamespace(status=status, amount_value=amount) for status, amount in pairs]
+FIRST, SECOND = "PSPFIRST00000001", "PSPSECOND0000002"  # an order paid twice: its payment, and the extra one
+
+
+def refunds(*given):
+    """Refunds as (status, amount) of the order's payment, or (status, amount, payment)."""
+    return [
+        SimpleNamespace(status=status, amount_value=amount, payment_psp_reference=payment[0] if payment else FIRST)
+        for status, amount, *payment in given
+    ]
 
 
 @pytest.mark.parametrize(
@@ -93,11 +100,22 @@ def refunds(*pairs):
         ([(FAIL, 12500)], 12500, OrderStatus.PAID),
         ([(OK, 12500), (FAIL, 12500)], 0, OrderStatus.REFUNDED),
         ([(OK, 1), (FAIL, 12499)], 12499, OrderStatus.PARTIALLY_REFUNDED),
+        # The second payment given back: all of the order's own is left, and the order stays paid.
+        ([(REC, 12500, SECOND)], 12500, OrderStatus.REFUND_PENDING),
+        ([(OK, 12500, SECOND)], 12500, OrderStatus.PAID),
+        ([(OK, 12500, SECOND), (OK, 2000)], 10500, OrderStatus.PARTIALLY_REFUNDED),
     ],
 )
 def test_what_is_left_counts_pending_refunds_and_the_status_follows(given, left, status):
-    assert left_to_refund(12500, refunds(*given)) == left
-    assert order_status_for(12500, refunds(*given)) == status
+    assert left_to_refund(12500, refunds(*given), FIRST) == left
+    assert order_status_for(12500, refunds(*given), FIRST) == status
+
+
+def test_what_is_left_is_counted_per_payment():
+    given = refunds((OK, 2000), (REC, 500))  # of the order's own payment only
+    assert (left_to_refund(12500, given, FIRST), left_to_refund(12500, given, SECOND)) == (10000, 12500)
+    given = refunds((OK, 12500, SECOND))
+    assert (left_to_refund(12500, given, FIRST), left_to_refund(12500, given, SECOND)) == (12500, 0)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ def paid_order(app, amount=12500, psp=PAYMENT, **fields):
     return make_order(app, status="paid", amount_value=amount, psp_reference=psp, **fields)
 
 
-def saved_refund(app, reference, amount, number=1, psp=None, kind=RefundKind.REFUND, status="received"):
+def saved_refund(
+    app, reference, amount, number=1, psp=None, kind=RefundKind.REFUND, status="received", payment=PAYMENT
+):
     """A refund as the shop keeps it once Adyen acknowledged it (or, psp=None, before its answer)."""
     with app.app_context():
         order = db.session.execute(select(Order).where(Order.reference == reference)).scalar_one()
@@ -28,6 +30,7 @@ def saved_refund(app, reference, amount, number=1, psp=None, kind=RefundKind.REF
             order_id=order.id,
             kind=kind,
             amount_value=amount,
+            payment_psp_reference=payment,
             reference=f"{reference}-R{number}",
             psp_reference=psp,
             status=status,

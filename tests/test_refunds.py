@@ -4,6 +4,8 @@ and the shopper show. Each transition, the faults, and one refund however it is 
 submit, a retry after a timeout, two consoles at once (on PostgreSQL too, with TEST_DATABASE_URL).
 """
 
+import html
+import re
 import threading
 from datetime import timedelta
 
@@ -14,10 +16,11 @@ from sqlalchemy import select
 from shop.db import db
 from shop.models import ApiCall, Order, Refund
 from shop.orders import refunds
-from shop.simulator.models import SimModification
+from shop.simulator.models import SimModification, SimPayment
 from tests.console_helpers import FAST, buy, count, post_form, release_webhooks, settled, status_of
 from tests.fault_helpers import inject
 from tests.shopper import forms_of, text_of
+from tests.simulator_helpers import pay
 from tests.webhook_helpers import in_app, wait_for
 
 REFUNDS = "/payments/{paymentPspReference}/refunds"
@@ -371,3 +374,86 @@ def test_flagged_payments_are_refunded_automatically_only_when_the_setting_is_on
     order = becomes(server, order_id, "refunded")
     (row,) = refunds_of(server, order_id)
     assert (row.requested_by, row.reason, row.amount_value) == ("auto", "DUPLICATE", order.amount_value)
+
+
+def paid_twice(server):
+    """A real purchase, then the shopper pays the same order again on the simulator: a second successful
+    AUTHORISATION with another pspReference. Returns (order id, first pspReference, second)."""
+    order_id = buy(server)
+    order = the_order(server, order_id)
+    first = order.psp_reference
+    paid_again, second, _ = pay(
+        server, reference=order.reference, amount={"currency": "KWD", "value": order.amount_value}
+    )
+    assert paid_again.status_code in (302, 303) and second != first
+    release_webhooks(server)
+    wait_for(lambda: the_order(server, order_id).extra_psp_reference == second, message="the second payment kept")
+    return order_id, first, second
+
+
+def test_an_order_paid_twice_refunds_its_second_payment_from_the_flag_and_stays_paid_by_the_first(server):
+    order_id, first, second = paid_twice(server)
+    order = the_order(server, order_id)
+    assert (order.status, order.psp_reference, order.flags) == ("paid", first, ["needs refund decision"])
+
+    http = requests.Session()
+    page = http.get(f"{server.url}/console/orders/{order_id}", timeout=10)
+    assert "Refund 12.500 KWD (DUPLICATE)" in text_of(page.text)
+    assert f"The payment {second} is flagged (a second payment: the order was paid by {first}" in text_of(page.text)
+    # The flag's Refund button, and the form below it, give back the second payment.
+    (href,) = re.findall(r'id="refund-flagged" href="([^"]+)"', page.text)
+    assert f"payment={second}" in html.unescape(href)
+    assert next(f for f in forms_of(page.text) if "/refund" in f["action"])["fields"]["payment"] == second
+    confirm = http.get(server.url + html.unescape(href), timeout=10)
+    assert f"POST /payments/{second}/refunds" in text_of(confirm.text)
+    landed = post_form(http, confirm, "/refunds")
+    assert landed.status_code == 200
+
+    order = becomes(server, order_id, "paid")
+    (row,) = refunds_of(server, order_id)
+    assert (row.payment_psp_reference, row.status, row.amount_value) == (second, "succeeded", 12500)
+    # The simulator refunded the second payment; the order is still paid by the first, its flag resolved.
+    (url,) = [
+        c[0]
+        for c in in_app(
+            server.app, lambda: db.session.execute(select(ApiCall.url).where(ApiCall.endpoint == REFUNDS)).all()
+        )()
+    ]
+    assert url.endswith(f"/payments/{second}/refunds")
+    refunded = in_app(
+        server.app,
+        lambda: (
+            db.session.execute(
+                select(SimPayment.psp_reference).join(SimModification, SimModification.payment_id == SimPayment.id)
+            )
+            .scalars()
+            .all()
+        ),
+    )()
+    assert refunded == [second]
+    assert (order.psp_reference, order.needs_refund_decision, order.flags) == (first, False, [])
+    page = http.get(f"{server.url}/console/orders/{order_id}", timeout=10).text
+    assert f"{second} (the second payment)" in text_of(page)
+    assert f"-R1: 12.500 KWD of payment {second}" in text_of(page)  # the timeline's refund steps
+    # What is left is counted per payment: all of the first payment may still be refunded.
+    assert "up to 12.500 KWD" in text_of(page) and f"Of payment {first}" in text_of(page)
+
+
+def test_an_order_paid_twice_has_its_second_payment_refunded_automatically_and_by_the_command_line(
+    live_server_factory,
+):
+    server = live_server_factory(ENV=dict(FAST, AUTO_REFUND_FLAGGED="1"), **QUICK)
+    order_id, first, second = paid_twice(server)
+    server.app.extensions["worker"].wake()
+    wait_for(lambda: len(refunds_of(server, order_id)) == 1, message="the automatic refund")
+    order = becomes(server, order_id, "paid")
+    (row,) = refunds_of(server, order_id)
+    assert (row.requested_by, row.payment_psp_reference, row.status) == ("auto", second, "succeeded")
+    assert (order.psp_reference, order.flags) == (first, [])
+    # The decision made, the command line refunds the order's own payment, all of it left.
+    runner = server.app.test_cli_runner()
+    refused = runner.invoke(args=["orders", "refund", order.reference, "--payment", "NOTAPAYMENT00001"])
+    assert refused.exit_code == 1 and "was not paid by NOTAPAYMENT00001" in refused.output, refused.output
+    done = runner.invoke(args=["orders", "refund", order.reference, "--amount", "1.000"])
+    assert done.exit_code == 0 and f"of payment {first}." in done.output, done.output
+    becomes(server, order_id, "partially_refunded")

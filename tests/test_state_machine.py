@@ -19,10 +19,12 @@ from shop.orders.state import WebhookEvent, decide_webhook, record_shopper_resul
 from tests.webhook_helpers import apply_event, emails, events, get_order, kept_emails, make_order, transitions
 
 PSP = "PSPPAYMENT000001"
+SECOND_PSP = "PSPPAYMENT000002"  # another successful payment for the same order
 AMOUNT, CURRENCY = 12500, "KWD"
 
 EVENTS = {
     "auth_ok": WebhookEvent("AUTHORISATION", True, AMOUNT, CURRENCY, PSP),
+    "auth_ok_second": WebhookEvent("AUTHORISATION", True, AMOUNT, CURRENCY, SECOND_PSP),
     "auth_other_amount": WebhookEvent("AUTHORISATION", True, 13000, CURRENCY, PSP),
     "auth_other_currency": WebhookEvent("AUTHORISATION", True, AMOUNT, "EUR", PSP),
     "auth_fail": WebhookEvent("AUTHORISATION", False, AMOUNT, CURRENCY, PSP, "NOT CAPTURED"),
@@ -41,6 +43,12 @@ TABLE = {
     (PAID, "auth_ok"): (PAID, set(), None),
     (F, "auth_ok"): (PAID, {REFUND}, "late_paid"),
     (E, "auth_ok"): (PAID, {REFUND}, "late_paid"),
+    # Not paid yet, any pspReference is the order's payment; paid already, it is a second payment.
+    (C, "auth_ok_second"): (PAID, set(), "paid"),
+    (P, "auth_ok_second"): (PAID, set(), "paid"),
+    (PAID, "auth_ok_second"): (PAID, {REFUND}, None),
+    (F, "auth_ok_second"): (PAID, {REFUND}, "late_paid"),
+    (E, "auth_ok_second"): (PAID, {REFUND}, "late_paid"),
     (C, "auth_other_amount"): (C, {REVIEW}, None),
     (P, "auth_other_amount"): (P, {REVIEW}, None),
     (PAID, "auth_other_amount"): (PAID, {REVIEW}, None),
@@ -80,6 +88,10 @@ for _status in AFTER_PAYMENT:
         _after, _flags, _email = TABLE[(PAID, _event)]
         TABLE[(_status, _event)] = (_status, _flags, _email)
 
+
+# A paid order keeps the payment that paid it; a second successful one is kept apart, to be refunded.
+SECOND_PAYMENT = {(status, "auth_ok_second") for status in (PAID, *AFTER_PAYMENT)}
+
 SUBJECT_WORDS = {
     "paid": "Your payment was successful",
     "late_paid": "Your payment was successful",
@@ -101,6 +113,7 @@ def snapshot(status, **overrides):
         currency=CURRENCY,
         # A paid order was paid by this payment; the others have seen no successful payment.
         psp_reference=PSP if status in OrderStatus.MONEY_TAKEN else None,
+        extra_psp_reference=None,
         needs_review=False,
         needs_refund_decision=False,
     )
@@ -119,6 +132,9 @@ def test_decide_webhook(status, event_name):
     assert {flag for flag in (REVIEW, REFUND) if getattr(order, flag)} == expected_flags
     assert decision.email == expected_email
     assert decision.note
+    if status in OrderStatus.MONEY_TAKEN:
+        assert order.psp_reference == PSP
+    assert order.extra_psp_reference == (SECOND_PSP if (status, event_name) in SECOND_PAYMENT else None)
     # Applying the same event again changes nothing: duplicates have no second effect.
     assert decide_webhook(order, EVENTS[event_name]).changes == {}
 
@@ -134,6 +150,7 @@ def test_apply_webhook_in_the_database(app, status, event_name):
     order = get_order(app, reference)
     assert order.status == expected_status
     assert {flag for flag in (REVIEW, REFUND) if getattr(order, flag)} == expected_flags
+    assert order.extra_psp_reference == (SECOND_PSP if (status, event_name) in SECOND_PAYMENT else None)
     sent = kept_emails(app, reference)
     if expected_email:
         assert len(sent) == 1 and SUBJECT_WORDS[expected_email] in sent[0].subject
@@ -162,7 +179,7 @@ def test_a_transition_is_recorded_as_fields_with_its_rule_and_email(app):
 def test_second_successful_payment_on_a_paid_order_needs_a_refund_decision():
     order = snapshot(PAID, psp_reference="PSPFIRST00000001")
     decision = decide_webhook(order, WebhookEvent("AUTHORISATION", True, AMOUNT, CURRENCY, "PSPSECOND0000002"))
-    assert decision.changes == {"needs_refund_decision": True}
+    assert decision.changes == {"needs_refund_decision": True, "extra_psp_reference": "PSPSECOND0000002"}
     assert decision.email is None
 
 

@@ -3,7 +3,8 @@
 A refund or reversal of a paid order (issue 14), saved with its reference and Idempotency-Key before
 Adyen is called. Order statuses gain refund_pending, partially_refunded (18 characters) and
 refunded, so the status columns widen from 16 to 24 characters; each timeline step may name the
-refund it concerns.
+refund it concerns. Each refund names the payment it gives back (an order paid twice keeps its second
+payment's pspReference), and notifications are indexed by originalReference (the refund timeline).
 
 Downgrade: the refunds go, and an order in a refund status is put back to paid (the money came).
 
@@ -35,6 +36,7 @@ def upgrade():
         sa.Column('reference', sa.String(length=80), nullable=False),
         sa.Column('idempotency_key', sa.String(length=64), nullable=False),
         sa.Column('request_key', sa.String(length=64), nullable=False),
+        sa.Column('payment_psp_reference', sa.String(length=64), nullable=False),
         sa.Column('psp_reference', sa.String(length=64), nullable=True),
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('failure_reason', sa.Text(), nullable=True),
@@ -54,8 +56,13 @@ def upgrade():
 
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('refund_failed', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column('extra_psp_reference', sa.String(length=32), nullable=True))
         batch_op.alter_column('status', existing_type=sa.String(length=16), type_=sa.String(length=24),
                               existing_nullable=False)
+
+    # Hashed on PostgreSQL, as merchant_reference: an originalReference has no maxLength at Adyen.
+    op.create_index('ix_notifications_original_reference', 'notifications', ['original_reference'], unique=False,
+                    postgresql_using='hash')
 
     with op.batch_alter_table('order_events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('refund_id', sa.Integer(), nullable=True))
@@ -66,6 +73,7 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_index('ix_notifications_original_reference', table_name='notifications')
     op.execute(
         "UPDATE orders SET status = 'paid' WHERE status IN ('refund_pending', 'partially_refunded', 'refunded')"
     )
@@ -87,6 +95,7 @@ def downgrade():
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.alter_column('status', existing_type=sa.String(length=24), type_=sa.String(length=16),
                               existing_nullable=False)
+        batch_op.drop_column('extra_psp_reference')
         batch_op.drop_column('refund_failed')
 
     with op.batch_alter_table('refunds', schema=None) as batch_op:

@@ -94,7 +94,12 @@ def orders_list(limit):
 @click.option("--amount", help="In KWD, as 1.250 (at most 3 decimals). Default: what is left to refund.")
 @click.option("--reason", type=click.Choice(refund_state.REASONS), help="Adyen's merchantRefundReason.")
 @click.option("--reversal", is_flag=True, help="Cancel or refund (/reversals): the whole payment.")
-def orders_refund(reference, amount, reason, reversal):
+@click.option(
+    "--payment",
+    help="The pspReference of the payment to give back. Default: the second payment of an order paid twice "
+    "(flagged needs refund decision), else the order's.",
+)
+def orders_refund(reference, amount, reason, reversal, payment):
     """Refund a paid order, in full or in part, or cancel or refund it. Adyen's answer is an
     acknowledgement; the notification decides (see `flask orders list`)."""
     order = db.session.execute(select(Order).where(Order.reference == reference)).scalar_one_or_none()
@@ -108,7 +113,14 @@ def orders_refund(reference, amount, reason, reversal):
     except ValueError as error:
         raise click.ClickException(f"--amount: {error}.") from None
     try:
-        made = refunds.request_refund(order.id, amount_minor=fils, reason=reason, reversal=reversal, requested_by="cli")
+        made = refunds.request_refund(
+            order.id,
+            amount_minor=fils,
+            reason=reason,
+            reversal=reversal,
+            requested_by="cli",
+            payment_psp_reference=payment,
+        )
     except refunds.RefundOutcomeUnknown as error:
         raise click.ClickException(f"Refund saved, but {error}.") from None
     except refunds.RefundError as error:
@@ -116,7 +128,8 @@ def orders_refund(reference, amount, reason, reversal):
     what = "Cancel or refund" if reversal else "Refund"
     click.echo(
         f"{what} {made.reference} of {format_amount(made.amount_value, made.currency)}: Adyen answered {made.status} "
-        f"(pspReference {made.psp_reference or 'not known yet'}). The notification decides whether it is done."
+        f"(pspReference {made.psp_reference or 'not known yet'}), of payment {made.payment_psp_reference}. "
+        "The notification decides whether it is done."
     )
 
 

@@ -229,8 +229,8 @@ def build(order):
     matches = [Notification.merchant_reference == order.reference]
     if refunds:
         matches.append(Notification.merchant_reference.in_([r.reference for r in refunds.values()]))
-    if order.psp_reference:
-        matches.append(Notification.original_reference == order.psp_reference)
+    if order.payments:
+        matches.append(Notification.original_reference.in_(order.payments))
     notifications = {
         n.id: n
         for n in db.session.execute(select(Notification).where(or_(*matches)).order_by(Notification.id)).scalars()
@@ -328,7 +328,8 @@ def _event_step(order, event, notifications, known, refund=None):
     notification = notifications.get(event.notification_id)
     title, facts, blocks, tone = _title(event, detail, notification, refund), [], [], ""
     if refund is not None:
-        facts.append(("Refund", f"{refund.reference}: {format_amount(refund.amount_value, refund.currency)}"))
+        money = format_amount(refund.amount_value, refund.currency)
+        facts.append(("Refund", f"{refund.reference}: {money} of payment {refund.payment_psp_reference}"))
     if event.old_status and event.new_status:
         tone = _status_tone(event.new_status)
     if notification is not None:

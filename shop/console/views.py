@@ -202,24 +202,29 @@ def _timeline_state(order, steps):
 
 @dataclass
 class RefundOffer:
-    """What the Refund form offers for an order: what is left (fils and as typed), and the reason to
-    prefill (DUPLICATE for an order flagged as a second or late payment)."""
+    """What the Refund form offers for an order: the payment it gives back (the second one of an order
+    flagged as paid twice), what is left of it (fils and as typed), and the reason to prefill (DUPLICATE
+    for an order flagged as a second or late payment)."""
 
+    payment: str
     left: int
     left_text: str
     reason: str
     reversible: bool  # nothing refunded yet: "cancel or refund" may give back the whole payment
 
 
-def refund_offer(order, order_refunds):
-    """The RefundOffer, or None when the order cannot be refunded (not paid, or nothing left)."""
-    if order.status not in OrderStatus.MONEY_TAKEN or not order.psp_reference:
+def refund_offer(order, order_refunds, payment=None):
+    """The RefundOffer for `payment` (None: Order.payment_to_refund), or None when the order cannot
+    be refunded (not paid, not paid by that payment, or nothing left of it)."""
+    payment = payment or order.payment_to_refund
+    if order.status not in OrderStatus.MONEY_TAKEN or payment not in order.payments:
         return None
-    left = refund_state.left_to_refund(order.amount_value, order_refunds)
+    left = refund_state.left_to_refund(order.amount_value, order_refunds, payment)
     if left <= 0:
         return None
     flagged = order.needs_refund_decision or order.duplicate_of_id is not None
     return RefundOffer(
+        payment=payment,
         left=left,
         left_text=as_typed(left, order.currency),
         reason="DUPLICATE" if flagged else "CUSTOMER REQUEST",
@@ -258,7 +263,7 @@ def _refund_request(order, offer):
 def refund_confirm(order_id):
     """The confirmation step: what will be sent to Adyen, and one button that sends it."""
     found = db.session.get(Order, order_id) or abort(404)
-    offer = refund_offer(found, refund_state.refunds_of(found.id))
+    offer = refund_offer(found, refund_state.refunds_of(found.id), request.args.get("payment"))
     if offer is None:
         flash(
             f"Order {found.reference} cannot be refunded: it is {found.status}, with nothing left to refund.", "error"
@@ -296,6 +301,7 @@ def refund(order_id):
     request_key = (request.form.get("request_key") or "")[:64]
     reversal = request.form.get("reversal") == "1"
     reason = request.form.get("reason") or None
+    payment = request.form.get("payment") or None
     try:
         amount = None if reversal else parse_amount(request.form.get("amount", ""), found.currency)
     except ValueError as error:
@@ -309,6 +315,7 @@ def refund(order_id):
             reversal=reversal,
             request_key=request_key or None,
             requested_by="console",
+            payment_psp_reference=payment,
         )
     except refunds.RefundOutcomeUnknown as error:
         flash(f"Refund saved, but {error}.", "error")
@@ -316,7 +323,8 @@ def refund(order_id):
         flash(f"Not refunded: {error}.", "error")
     else:
         flash(
-            f"Refund {made.reference} of {format_amount(made.amount_value, made.currency)} sent: Adyen answered "
+            f"Refund {made.reference} of {format_amount(made.amount_value, made.currency)} of payment "
+            f"{made.payment_psp_reference} sent: Adyen answered "
             f"{made.status}. The notification decides whether it is done; this page shows it when it comes.",
             "success",
         )

@@ -4,8 +4,9 @@ Docs: https://docs.adyen.com/online-payments/refund and https://docs.adyen.com/o
 (the answer `received` only acknowledges the request; the notification says what happened), and the
 event codes of https://docs.adyen.com/development-resources/webhooks/webhook-types.
 
-A refund's status moves requested → received → succeeded / failed; the order's status follows from
-its refunds (`order_status_for`): paid → refund_pending → refunded / partially_refunded, or back,
+A refund's status moves requested → received → succeeded / failed; each refund gives back one payment
+(the order's, or a second one an order paid twice took: Order.payment_to_refund); the order's status follows
+from its refunds (`order_status_for`): paid → refund_pending → refunded / partially_refunded, or back,
 flagged refund_failed, when a refund fails. `decide_refund` is the whole notification table: a
 failure after a success (REFUND_FAILED, REFUNDED_REVERSED) wins over it whichever comes first, and
 anything already decided stays decided, so duplicates and any arrival order end in one state.
@@ -16,7 +17,7 @@ two refunds asked for at once, or a notification and the API's answer, never los
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from shop.db import db
 from shop.models import Order, OrderStatus, Refund, RefundKind, RefundStatus, utcnow
@@ -73,20 +74,26 @@ def decide_refund(status, event_code, success):
     return RefundDecision(None, f"no change: this shop does not act on {event_code} for a refund")
 
 
-def left_to_refund(amount_value, refunds):
-    """Pure: what may still be refunded of `amount_value`, counting every refund that is not failed
-    (a pending one may still succeed). `refunds`: objects with status and amount_value."""
-    return amount_value - sum(r.amount_value for r in refunds if r.status in RefundStatus.COUNTED)
+def left_to_refund(amount_value, refunds, payment):
+    """Pure: what may still be refunded of the payment `payment` (a pspReference) of `amount_value`,
+    counting every refund of that payment that is not failed (a pending one may still succeed).
+    `refunds`: objects with status, amount_value and payment_psp_reference."""
+    return amount_value - sum(
+        r.amount_value for r in refunds if r.payment_psp_reference == payment and r.status in RefundStatus.COUNTED
+    )
 
 
-def order_status_for(amount_value, refunds):
-    """Pure: the order's status given its refunds (the order was paid: the money came).
+def order_status_for(amount_value, refunds, payment):
+    """Pure: the order's status given its refunds (the order was paid by `payment`: the money came).
 
-    any refund pending -> refund_pending; all of it given back -> refunded; some -> partially_refunded;
-    none -> paid."""
+    any refund pending -> refund_pending; all of `payment` given back -> refunded; some -> partially_refunded;
+    none -> paid. A refund of a second payment (an order paid twice) gives back money the order did not keep:
+    once decided, the order is paid as before."""
     if any(r.status in RefundStatus.OPEN for r in refunds):
         return OrderStatus.REFUND_PENDING
-    given_back = sum(r.amount_value for r in refunds if r.status == RefundStatus.SUCCEEDED)
+    given_back = sum(
+        r.amount_value for r in refunds if r.payment_psp_reference == payment and r.status == RefundStatus.SUCCEEDED
+    )
     if given_back >= amount_value:
         return OrderStatus.REFUNDED
     if given_back > 0:
@@ -129,10 +136,15 @@ def move_refund(order_id, refund_id, decide):
             values["psp_reference"] = change.psp_reference
         refunds = Refund.__table__
         db.session.execute(update(refunds).where(refunds.c.id == refund_id).values(**values))
-        after = [_Seen(change.status if r.id == refund_id else r.status, r.amount_value) for r in refunds_of(order_id)]
-        order_values = {"status": order_status_for(order.amount_value, after)}
+        after = [
+            _Seen(change.status if r.id == refund_id else r.status, r.amount_value, r.payment_psp_reference)
+            for r in refunds_of(order_id)
+        ]
+        order_values = {"status": order_status_for(order.amount_value, after, order.psp_reference)}
         if change.status == RefundStatus.FAILED:
             order_values["refund_failed"] = True
+        elif change.status == RefundStatus.SUCCEEDED and refund.payment_psp_reference == order.extra_psp_reference:
+            order_values["needs_refund_decision"] = False  # the second payment went back: decided
         return Change(order_values, change.entry, change.email)
 
     return change_order(order_id, decide_order)
@@ -142,6 +154,7 @@ def move_refund(order_id, refund_id, decide):
 class _Seen:
     status: str
     amount_value: int
+    payment_psp_reference: str
 
 
 # --- Notifications ------------------------------------------------------------------------------
@@ -182,7 +195,11 @@ def find_refund(event):
     order = payment_order(event)
     if order is None:
         return None
-    candidates = [r for r in refunds_of(order.id) if r.psp_reference is None]
+    candidates = [
+        r
+        for r in refunds_of(order.id)
+        if r.psp_reference is None and r.payment_psp_reference == event.original_reference
+    ]
     wanted = RefundStatus.OPEN if event.event_code in OUTCOME_EVENTS else (*RefundStatus.OPEN, RefundStatus.SUCCEEDED)
     for refund in candidates:
         same_amount = refund.amount_value == event.amount_value or refund.kind == RefundKind.REVERSAL
@@ -192,14 +209,12 @@ def find_refund(event):
 
 
 def payment_order(event):
-    """The order whose payment the notification's originalReference names, or None."""
+    """The order whose payment (its own, or a second one it took) the notification's originalReference
+    names, or None."""
     if not event.original_reference:
         return None
-    return (
-        db.session.execute(select(Order).where(Order.psp_reference == event.original_reference).order_by(Order.id))
-        .scalars()
-        .first()
-    )
+    named = or_(Order.psp_reference == event.original_reference, Order.extra_psp_reference == event.original_reference)
+    return db.session.execute(select(Order).where(named).order_by(Order.id)).scalars().first()
 
 
 def order_id_of_refund(reference):
@@ -267,6 +282,7 @@ def _refund_made_elsewhere(event):
         kind=RefundKind.REFUND if event.event_code == REFUND else RefundKind.REVERSAL,
         amount_value=event.amount_value,
         currency=event.currency or order.currency,
+        payment_psp_reference=event.original_reference,
         reference=f"adyen-{event.psp_reference}"[:80],
         psp_reference=event.psp_reference,
         status=RefundStatus.RECEIVED,

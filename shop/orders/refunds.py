@@ -58,10 +58,19 @@ class RefundOutcomeUnknown(RefundError):
 
 
 def request_refund(
-    order_id, *, amount_minor=None, reason=None, reversal=False, request_key=None, requested_by="console"
+    order_id,
+    *,
+    amount_minor=None,
+    reason=None,
+    reversal=False,
+    request_key=None,
+    requested_by="console",
+    payment_psp_reference=None,
 ):
-    """Refund `amount_minor` fils of a paid order (None: what is left), or reverse it (`reversal`: all of
-    it, when nothing was refunded yet). Returns the Refund (detached; status received when Adyen
+    """Refund `amount_minor` fils of a paid order's payment (None: what is left of it), or reverse it
+    (`reversal`: all of it, when nothing of it was refunded yet). The payment is `payment_psp_reference`,
+    one of the order's (None: Order.payment_to_refund, the second payment of an order flagged
+    as paid twice, else its own). Returns the Refund (detached; status received when Adyen
     acknowledged it). Raises NotRefundable, AmountNotAllowed, RefundRefused or RefundOutcomeUnknown.
 
     `request_key`: the asker's key for this one request; the same key again returns the same refund
@@ -69,7 +78,9 @@ def request_refund(
     """
     if reason is not None and reason not in REASONS:
         raise RefundError(f"the reason must be one of {', '.join(REASONS)}")
-    refund_id, status = _save_refund(order_id, amount_minor, reason, reversal, request_key, requested_by)
+    refund_id, status = _save_refund(
+        order_id, amount_minor, reason, reversal, request_key, requested_by, payment_psp_reference
+    )
     if status == RefundStatus.REQUESTED:
         send(refund_id)
     return load(refund_id)
@@ -83,7 +94,7 @@ def load(refund_id):
 
 
 @transaction
-def _save_refund(order_id, amount_minor, reason, reversal, request_key, requested_by):
+def _save_refund(order_id, amount_minor, reason, reversal, request_key, requested_by, payment):
     """The refund saved with its key, and the order refund_pending, in one unit. Returns (id, status)."""
     if request_key:
         existing = db.session.execute(
@@ -96,9 +107,11 @@ def _save_refund(order_id, amount_minor, reason, reversal, request_key, requeste
     def decide(order):
         nonlocal saved
         refunds = refund_state.refunds_of(order.id)
-        amount = _check(order, refunds, amount_minor, reversal)
+        paid_by = payment or order.payment_to_refund
+        amount = _check(order, refunds, amount_minor, reversal, paid_by)
         refund = Refund(
             order_id=order.id,
+            payment_psp_reference=paid_by,
             kind=RefundKind.REVERSAL if reversal else RefundKind.REFUND,
             amount_value=amount,
             currency=order.currency,
@@ -115,10 +128,15 @@ def _save_refund(order_id, amount_minor, reason, reversal, request_key, requeste
             raise Conflict("another request saved this refund first") from None  # run again: it finds it
         saved = refund
         what = "cancel or refund (reversal) of" if reversal else "refund of"
-        note = f"{what} {format_amount(amount, order.currency)} asked for by {requested_by}" + (
+        note = f"{what} {format_amount(amount, order.currency)} of payment {paid_by} asked for by {requested_by}" + (
             f", reason {reason}" if reason and not reversal else ""
         )
-        detail = {"reference": refund.reference, "Idempotency-Key": refund.idempotency_key, "amount": amount}
+        detail = {
+            "reference": refund.reference,
+            "Idempotency-Key": refund.idempotency_key,
+            "amount": amount,
+            "payment": paid_by,
+        }
         entry = Entry(Kind.REFUND_REQUESTED, note=note, detail=detail, refund_id=refund.id)
         return Change({"status": OrderStatus.REFUND_PENDING, "refund_failed": False}, entry)
 
@@ -126,13 +144,17 @@ def _save_refund(order_id, amount_minor, reason, reversal, request_key, requeste
     return saved.id, saved.status
 
 
-def _check(order, refunds, amount_minor, reversal):
-    """The amount to refund, or raise why not."""
+def _check(order, refunds, amount_minor, reversal, payment):
+    """The amount to refund of `payment`, or raise why not."""
     if order.status not in OrderStatus.MONEY_TAKEN or not order.psp_reference:
         raise NotRefundable(f"order {order.reference} is {order.status}: only a paid order can be refunded")
-    left = left_to_refund(order.amount_value, refunds)
+    if payment not in order.payments:
+        raise NotRefundable(f"order {order.reference} was not paid by {payment}: {', '.join(order.payments)}")
+    left = left_to_refund(order.amount_value, refunds, payment)
     if left <= 0:
-        raise NotRefundable(f"order {order.reference} has nothing left to refund (pending refunds counted)")
+        raise NotRefundable(
+            f"order {order.reference} has nothing left to refund of payment {payment} (pending refunds counted)"
+        )
     if reversal:
         if left != order.amount_value or (amount_minor is not None and amount_minor != order.amount_value):
             raise NotRefundable(
@@ -153,8 +175,8 @@ def _check(order, refunds, amount_minor, reversal):
 
 @transaction
 def _call_of(refund_id):
-    """(payment pspReference, endpoint method name, body, Idempotency-Key, order id), or None when the
-    refund is not waiting for its call."""
+    """(the refunded payment's pspReference, endpoint method name, body, Idempotency-Key, order id), or None
+    when the refund is not waiting for its call."""
     refund = db.session.get(Refund, refund_id)
     if refund is None or refund.status != RefundStatus.REQUESTED:
         return None
@@ -165,7 +187,7 @@ def _call_of(refund_id):
         if refund.reason:
             body["merchantRefundReason"] = refund.reason
     method = "reversals" if refund.kind == RefundKind.REVERSAL else "refunds"
-    return order.psp_reference, method, body, refund.idempotency_key, order.id
+    return refund.payment_psp_reference, method, body, refund.idempotency_key, order.id
 
 
 def send(refund_id):

@@ -227,6 +227,8 @@ def decide_webhook(order, event):
     status, amount_value, currency, psp_reference, needs_review, needs_refund_decision).
 
     AUTHORISATION true  -> paid ("proceed with the order"), from failed/expired too, with a refund decision;
+                           on a paid order, another pspReference -> a refund decision about that second
+                           payment (extra_psp_reference), the order still paid by the first;
                            amount or currency not the order's -> needs_review, status unchanged
     AUTHORISATION false -> failed ("cancel the order ... the payment failed"), never after paid
     OFFER_CLOSED        -> expired ("cancel the order ... the payment timed out"), never after paid
@@ -247,8 +249,9 @@ def decide_webhook(order, event):
         if status in OrderStatus.MONEY_TAKEN:
             if order.psp_reference and order.psp_reference != event.psp_reference and not order.needs_refund_decision:
                 # A second successful payment for one order: the shopper paid twice.
+                # Kept, so that the flag's refund gives back this payment and not the first.
                 return Decision(
-                    {"needs_refund_decision": True},
+                    {"needs_refund_decision": True, "extra_psp_reference": event.psp_reference},
                     None,
                     f"a second successful payment (the order was paid by {order.psp_reference}): "
                     "needs a refund decision",
