@@ -82,18 +82,22 @@ class Queue:
                 .values(status=self.failed, last_error="the last attempt did not finish (its worker stopped)")
             )
             condition = and_(condition, self._c.attempts < max_attempts)
+        # A CTE, evaluated once: as a plain `IN (subquery)` PostgreSQL may run the subquery again for
+        # each row it considers, and with SKIP LOCKED each run picks other rows, so a claim of one
+        # row took every due row.
         picked = (
             select(self._c.id)
             .where(condition)
             .order_by(*(order_by or (self._c.id,)))
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+            .cte("picked")
         )
         lease = timedelta(seconds=config[self.lease_setting])
         rows = db.session.execute(
             update(self.table)
             # The condition again: a row is claimed only if it is still due as it is locked.
-            .where(self._c.id.in_(picked.scalar_subquery()), condition)
+            .where(self._c.id.in_(select(picked.c.id)), condition)
             .values(status=self.running, attempts=self._c.attempts + 1, **{self.due_column: now + lease})
             .returning(self._c.id, self._c.attempts, *(self._c[name] for name in self.returning))
         ).all()
