@@ -12,13 +12,14 @@ due again after `backoff(attempts)`; after `max_attempts` the row is `failed`, f
 at. Leases, attempts and backoff come from the app's settings (shop/config.py), checked at start-up.
 """
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from shop.db import db, transaction
 from shop.models import utcnow
@@ -124,6 +125,16 @@ class Queue:
         done = db.session.execute(update(self.table).where(self._held(row)).values(status=status, **values))
         return done.rowcount == 1
 
+    def finish_many(self, rows, status, values):
+        """`finish` for each row of `rows`, with its dict of `values` (the same columns for every row),
+        in one statement. Returns whether this worker still held every claim."""
+        statement = _finish_many(self, status, tuple(sorted(values[0])))
+        parameters = [
+            {**row_values, "b_id": row.id, "b_attempts": row.attempts}
+            for row, row_values in zip(rows, values, strict=True)
+        ]
+        return db.session.execute(statement, parameters).rowcount == len(rows)
+
     @transaction
     def retry(self, row, error, **values):
         """A failed attempt: due again after the backoff, or `failed` after the last one. Returns the
@@ -146,6 +157,16 @@ class Queue:
             .values(status=self.pending, attempts=0, last_error=None, **{self.due_column: utcnow()})
         )
         return changed.rowcount == 1
+
+
+@functools.cache
+def _finish_many(queue, status, keys):
+    c = queue.table.c
+    return (
+        update(queue.table)
+        .where(c.id == bindparam("b_id"), c.status == queue.running, c.attempts == bindparam("b_attempts"))
+        .values({**{key: bindparam(key) for key in keys}, "status": status})
+    )
 
 
 def describe_error(exc):

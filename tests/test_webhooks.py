@@ -859,10 +859,17 @@ def test_workers_claim_each_notification_once(app, monkeypatch):
     for reference in references:
         store_one(app, item(app, reference))
     calls = []
-    real_apply = state.apply_webhook
+    real_apply, real_apply_many = state.apply_webhook, state.apply_webhooks
+
+    def apply_many(webhooks):  # a claimed batch, applied together
+        results = real_apply_many(webhooks)
+        calls.extend(order_id for order_id, _ in results)
+        return results
+
     monkeypatch.setattr(
         state, "apply_webhook", lambda order_id, event: calls.append(order_id) or real_apply(order_id, event)
     )
+    monkeypatch.setattr(state, "apply_webhooks", apply_many)
     barrier = threading.Barrier(6)
 
     def work():
