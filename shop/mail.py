@@ -129,6 +129,8 @@ def send_due(limit=50):
     """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set).
     Returns how many were sent or kept."""
     config = current_app.config
+    if not config.get("MAIL_SERVER"):
+        return _keep_due(limit)
     handled = 0
     connection = None
     try:
@@ -159,9 +161,53 @@ def send_due(limit=50):
             handled += 1
     finally:
         _close(connection)
-    if handled and not config.get("MAIL_SERVER"):
+    return handled
+
+
+KEEP_BATCH = 50  # emails rendered and kept in one transaction when there is no server to send to
+
+
+def _keep_due(limit):
+    """Without a MAIL_SERVER: render the due emails and keep them, a claimed batch at a time (no
+    send to wait for, so no lease to outlast)."""
+    handled = 0
+    while handled < limit:
+        claimed = QUEUE.claim(min(KEEP_BATCH, limit - handled))
+        if not claimed:
+            break
+        handled += _keep(claimed)
+    if handled:
         log.info("%d email(s) kept in the outbox: MAIL_SERVER is not set", handled)
     return handled
+
+
+@transaction
+def _keep(claimed):
+    """`_rendered`, then kept, for each claimed email in one transaction; how many were kept."""
+    emails = {e.id: e for e in db.session.execute(select(Email).where(Email.id.in_([r.id for r in claimed]))).scalars()}
+    order_ids = {e.order_id for e in emails.values() if e.body is None and e.order_id is not None}
+    orders = {o.id: o for o in db.session.execute(select(Order).where(Order.id.in_(order_ids))).scalars()}
+    kept, values, failed = [], [], []
+    mail_from = current_app.config.get("MAIL_FROM")
+    for row in claimed:
+        email = emails.get(row.id)
+        if email is None:
+            failed.append(row)
+            continue
+        subject, body, message = email.subject, email.body, email.message_id
+        order = orders.get(email.order_id)
+        if body is None and email.kind in SUBJECTS and order is not None:
+            language = email.language or language_of_locale(order.shopper_locale)
+            subject, body = render(order, email.kind, language)
+            message = message_id(order.reference, email.kind, mail_from)
+        kept.append(row)
+        values.append({"subject": subject, "body": body, "message_id": message, "last_error": None})
+    db.session.expunge_all()  # the rows are written below, by statement
+    if kept:
+        QUEUE.finish_many(kept, KEPT, values)
+    if failed:
+        QUEUE.finish_many(failed, FAILED, [{"last_error": None}] * len(failed))
+    return len(kept)
 
 
 @transaction
