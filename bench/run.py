@@ -77,7 +77,9 @@ PARTS = os.environ.get("BENCH_PARTS", "webhooks,apply,pages,checkout").split(","
 # BENCH_IN_PROCESS_WORKER=1: the background loop runs in the gunicorn workers (BACKGROUND_WORKER=1,
 # the default of `make run`) instead of in a `flask worker` process of its own at nice WORKER_NICE.
 IN_PROCESS_WORKER = os.environ.get("BENCH_IN_PROCESS_WORKER", "0") == "1"
-WORKER_NICE = 10
+# The worker's CPU priority (nice). At 10 (the README's deployment before) it got almost no CPU while
+# the web workers were busy, and applied the backlog only once a run was over (bench/README.md).
+WORKER_NICE = int(os.environ.get("BENCH_WORKER_NICE", "0"))
 WORKER_INTERVAL = 0.2
 
 # (concurrent senders, the most notifications a second a shop round may need: one seeded order each)
@@ -610,9 +612,12 @@ def bench_sustained(server, app, orders, workdir, results):
     drained = time.monotonic() - done_at if empty is not None else float("nan")
     delays = sorted(ack_to_paid(app, first, len(bodies)))
     latencies.sort()
-    second_half = samples[len(samples) // 2 :] or [0]
-    # Bounded: in the run's second half the backlog never held more than one second of arrivals.
-    bounded = max(second_half) <= SUSTAINED_RATE
+    # Bounded: the backlog does not grow. A worker slower than the offered rate leaves a backlog that
+    # grows by the difference every second, so the last third of the samples would average well
+    # above the middle third; a bounded one only wanders (half a second of arrivals is allowed).
+    third = max(1, len(samples) // 3)
+    middle, last = samples[third : 2 * third] or [0], samples[-third:] or [0]
+    bounded = statistics.mean(last) <= 1.5 * statistics.mean(middle) + SUSTAINED_RATE / 2
     results["apply"].update(
         sustained_offered_per_s=figure(SUSTAINED_RATE, seconds=round(seconds, 1), load=load()),
         sustained_accepted_per_s=figure(len(latencies) / seconds, SUSTAINED_RATE),
