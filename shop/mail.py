@@ -125,12 +125,13 @@ def message_id(reference, kind, mail_from):
     return f"<{local}@{domain}>"
 
 
-def send_due(limit=50):
-    """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set).
-    Returns how many were sent or kept."""
+def send_due(limit=None):
+    """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set), at
+    most `limit` (SEND_LIMIT, or KEEP_LIMIT when kept). Returns how many were sent or kept."""
     config = current_app.config
     if not config.get("MAIL_SERVER"):
-        return _keep_due(limit)
+        return _keep_due(limit or KEEP_LIMIT)
+    limit = limit or SEND_LIMIT
     handled = 0
     connection = None
     try:
@@ -164,7 +165,9 @@ def send_due(limit=50):
     return handled
 
 
-KEEP_BATCH = 50  # emails rendered and kept in one transaction when there is no server to send to
+SEND_LIMIT = 50  # emails sent over SMTP in one round of the background loop
+KEEP_LIMIT = 200  # emails rendered and kept in one round: no server to wait for
+KEEP_BATCH = 50  # emails rendered and kept in one transaction
 
 
 def _keep_due(limit):

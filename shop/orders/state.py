@@ -451,9 +451,13 @@ def _second_payments(applied, paid_carts, results):
         .where(orders.c.cart_ref.in_(carts), orders.c.status == OrderStatus.PAID)
         .order_by(func.coalesce(orders.c.paid_at, orders.c.updated_at), orders.c.id)
     ).all()
+    first_of_cart = {}
+    for row in paid:  # oldest first: the first paid order of each cart other than the batch's own
+        if row.id != applied[paid_carts[row.cart_ref]][0].id:
+            first_of_cart.setdefault(row.cart_ref, row)
     for cart, position in paid_carts.items():
         before, decision, event, result = applied[position]
-        first = next((row for row in paid if row.cart_ref == cart and row.id != before.id), None)
+        first = first_of_cart.get(cart)
         flagged = second_payment(decision, first)
         if flagged is not decision:
             db.session.execute(update(Order).where(Order.id == before.id).values(duplicate_of_id=first.id))

@@ -156,7 +156,7 @@ QUEUE = jobs.Queue(
         "reason",
     ),
 )
-CLAIM_BATCH = 50  # notifications one worker claims at a time (one UPDATE, one commit)
+CLAIM_BATCH = 100  # notifications one worker claims, and applies together, at a time
 # Applied a claimed batch at a time (`_apply_together`); any other event code one by one (`process_one`).
 BATCHED_EVENTS = frozenset((state.AUTHORISATION, state.OFFER_CLOSED))
 
