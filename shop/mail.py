@@ -125,13 +125,13 @@ def message_id(reference, kind, mail_from):
     return f"<{local}@{domain}>"
 
 
-def send_due(limit=None):
+def send_due(limit=50):
     """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set), at
-    most `limit` (SEND_LIMIT, or KEEP_LIMIT when kept). Returns how many were sent or kept."""
+    most `limit` in a round of the background loop, so that the webhooks never wait long behind
+    them. Returns how many were sent or kept."""
     config = current_app.config
     if not config.get("MAIL_SERVER"):
-        return _keep_due(limit or KEEP_LIMIT)
-    limit = limit or SEND_LIMIT
+        return _keep_due(limit)
     handled = 0
     connection = None
     try:
@@ -165,8 +165,6 @@ def send_due(limit=None):
     return handled
 
 
-SEND_LIMIT = 50  # emails sent over SMTP in one round of the background loop
-KEEP_LIMIT = 200  # emails rendered and kept in one round: no server to wait for
 KEEP_BATCH = 50  # emails rendered and kept in one transaction
 
 
