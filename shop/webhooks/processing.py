@@ -11,7 +11,9 @@ or environment, with why; the worker never claims either.
 `process_due` runs in the background worker on the shared job queue (shop/jobs.py: claims, leases,
 retries with a growing delay, at most WEBHOOK_MAX_ATTEMPTS, then "failed" for a person to look at):
 each notification's change to its order, the timeline entry, the shopper email and the processed
-mark are one transaction. Nothing is lost, nothing is applied twice.
+mark are in one transaction, with those of the rest of its claimed batch (`process_batch`: one
+statement per step for the whole batch; when the batch cannot be applied together, each
+notification is applied in a transaction of its own). Nothing is lost, nothing is applied twice.
 """
 
 import logging
