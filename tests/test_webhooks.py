@@ -808,6 +808,34 @@ def test_failing_processing_is_retried_until_it_works(live_server_factory, monke
     assert len(emails(app, reference)) == 1
 
 
+def test_one_failing_notification_does_not_hold_up_the_rest_of_its_batch(app, monkeypatch):
+    """A claimed batch is applied in one transaction; when one of its notifications fails, each is
+    applied on its own: the others take effect once, the failing one waits for its retry."""
+    app.config.update(WEBHOOK_RETRY_SECONDS=60)
+    references = [make_order(app) for _ in range(4)]
+    for reference in references:
+        store_one(app, item(app, reference))
+    bad = references[1]
+    real_decide = state.decide_webhook
+
+    def decide(order, event):
+        if order.reference == bad:
+            raise RuntimeError("injected fault in one notification")
+        return real_decide(order, event)
+
+    monkeypatch.setattr(state, "decide_webhook", decide)
+    with app.app_context():
+        assert processing.process_due() == 3
+    assert [order_status(app, reference) for reference in references] == ["paid", "pending", "paid", "paid"]
+    rows = {row.merchant_reference: row for row in notifications(app)}
+    assert rows[bad].status == "pending" and "injected fault" in rows[bad].last_error
+    for reference in references:
+        if reference != bad:
+            assert (rows[reference].status, rows[reference].attempts) == ("processed", 1)
+            assert len(transitions(app, reference)) == 1
+            assert len(emails(app, reference)) == 1
+
+
 def test_processing_gives_up_after_the_attempt_limit(app, monkeypatch):
     app.config.update(WEBHOOK_RETRY_SECONDS=0, WEBHOOK_MAX_ATTEMPTS=3)
     reference = make_order(app)
