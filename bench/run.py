@@ -255,16 +255,10 @@ class Server:
             "bench.app:app",
         ]
         self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.env = env
         self.worker = None
         if not IN_PROCESS_WORKER:
-            self.worker = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--interval", str(WORKER_INTERVAL)],
-                cwd=ROOT,
-                env=env,
-                stdout=self.log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: os.nice(WORKER_NICE),
-            )
+            self.start_worker()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -275,6 +269,21 @@ class Server:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"gunicorn did not start:\n{Path(self.log_path).read_text()[-3000:]}")
             time.sleep(0.1)
+
+    def start_worker(self):
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--interval", str(WORKER_INTERVAL)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.nice(WORKER_NICE),
+        )
+
+    def stop_worker(self):
+        """SIGTERM: the worker ends after its current round (a SIGSTOP could freeze it holding a lock)."""
+        self.worker.send_signal(signal.SIGTERM)
+        self.worker.wait(60)
 
     def worker_cpu_seconds(self):
         """CPU seconds (user + system) the `flask worker` process has used so far."""
@@ -644,7 +653,7 @@ def bench_sustained(server, app, orders, workdir, results):
 
 def bench_apply_in_process(server, app, orders, results):
     """CPU per notification of the code the worker runs (processing.process_due), in this process, on
-    a backlog of APPLY_BACKLOG stored here; the worker process is paused meanwhile."""
+    a backlog of APPLY_BACKLOG stored here; the worker process is stopped meanwhile, then started again."""
     from shop.webhooks import parsing, processing
 
     first, chunk = orders.take(APPLY_BACKLOG)
@@ -653,7 +662,7 @@ def bench_apply_in_process(server, app, orders, results):
     lines = Path(path).read_text().splitlines()
     shutil.rmtree(os.path.dirname(path))
     if server.worker is not None:
-        server.worker.send_signal(signal.SIGSTOP)
+        server.stop_worker()
     # The log lines are written, as the worker writes them, but not onto the bench's report.
     streams = [(handler, handler.setStream(open(os.devnull, "w"))) for handler in logging.getLogger().handlers]
     try:
@@ -668,7 +677,7 @@ def bench_apply_in_process(server, app, orders, results):
         for handler, stream in streams:
             handler.setStream(stream).close()
         if server.worker is not None:
-            server.worker.send_signal(signal.SIGCONT)
+            server.start_worker()
     results["apply"]["per_s"] = figure(applied / wall, load=load())
     results["apply"]["cpu_ms_per_notification"] = figure(cpu * 1000 / applied, count=applied)
     print(
