@@ -93,6 +93,7 @@ class Queue:
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
             .cte("picked")
+            .prefix_with("MATERIALIZED", dialect="postgresql")  # never folded back into a subquery
         )
         lease = timedelta(seconds=config[self.lease_setting])
         rows = db.session.execute(

@@ -808,6 +808,19 @@ def test_failing_processing_is_retried_until_it_works(live_server_factory, monke
     assert len(emails(app, reference)) == 1
 
 
+def test_a_claim_takes_no_more_rows_than_asked(app):
+    """A worker that claims one row leaves the others due for the next claim (on PostgreSQL a claim
+    of one once took every due row, and the rest waited for their lease to end)."""
+    references = [make_order(app) for _ in range(3)]
+    for reference in references:
+        store_one(app, item(app, reference))
+    with app.app_context():
+        (claimed,) = processing.QUEUE.claim(1)
+    rows = {row.id: row.status for row in notifications(app)}
+    assert rows.pop(claimed.id) == "processing"
+    assert sorted(rows.values()) == ["pending", "pending"]
+
+
 def test_one_failing_notification_does_not_hold_up_the_rest_of_its_batch(app, monkeypatch):
     """A claimed batch is applied in one transaction; when one of its notifications fails, each is
     applied on its own: the others take effect once, the failing one waits for its retry."""
