@@ -50,7 +50,7 @@ migration: $(BIN)/.installed
 		-d $(or $(directory),migrations) -m "$(m)"
 	@rm -f $(MIGRATION_DB) $(MIGRATION_DB)-wal $(MIGRATION_DB)-shm
 
-## Load figures against a bare endpoint on the same gunicorn (bench/README.md); about 3 minutes.
+## Load figures against a bare endpoint and a durable floor on the same gunicorn (bench/README.md); about 10 minutes.
 ## BENCH_DATABASE_URL=postgresql+psycopg://… benches on PostgreSQL instead of a SQLite file.
 bench: $(BIN)/.installed $(MO_FILES)
 	@command -v wrk >/dev/null 2>&1 || { echo "Installing wrk (Debian package)"; \

@@ -1,9 +1,11 @@
 -- wrk script for bench/run.py: a bounded number of requests, optionally each with its own body.
 --
--- wrk -t1 -c C -d LIMIT -s bench/wrk.lua URL -- METHOD PATH COUNT [BODIES_FILE] [AUTHORIZATION] [COOKIE]
+-- wrk -t1 -c C -d LIMIT -s bench/wrk.lua URL -- METHOD PATH COUNT [BODIES_FILE] [AUTHORIZATION] [COOKIE] [SECONDS]
 --
--- Sends exactly COUNT requests METHOD PATH (the n-th with line n of BODIES_FILE as its body, so no
--- body is ever sent twice), stops as soon as all COUNT are answered, and prints one line
+-- Sends at most COUNT requests METHOD PATH (the n-th with line n of BODIES_FILE as its body, so no
+-- body is ever sent twice), for at most SECONDS (whole seconds of os.time, from the first request;
+-- 0 or none: no limit) after which it sends no new one, stops as soon as all sent are answered
+-- (so every request sent is counted, none is cut off), and prints one line
 -- "BENCH_JSON {...}" with the counts, the time from the first request to the last answer, and the
 -- latency percentiles. A connection that asks for a
 -- request after the COUNT-th gets "GET /bench/noop" (204, not counted) until the thread stops: at
@@ -14,6 +16,7 @@ sent, answered, failed, elapsed_ns = 0, 0, 0, 0
 local started_ns = 0
 local threads = {}
 local method, path, quota, bodies, headers, filler = nil, nil, 0, {}, {}, nil
+local seconds, deadline, stopping = 0, 0, false
 
 function setup(thread)
    table.insert(threads, thread)
@@ -28,7 +31,16 @@ function init(args)
    end
    if args[5] and args[5] ~= "" then headers["Authorization"] = args[5] end
    if args[6] and args[6] ~= "" then headers["Cookie"] = args[6] end
+   if args[7] and args[7] ~= "" then seconds = tonumber(args[7]) end
    filler = wrk.format("GET", "/bench/noop", {})
+end
+
+local function finish()
+   elapsed_ns = now_ns() - started_ns
+   -- bench/run.py reads this line and interrupts wrk, which otherwise sleeps out its -d.
+   io.write("BENCH_DONE\n")
+   io.flush()
+   wrk.thread:stop()
 end
 
 local primed = false
@@ -40,23 +52,25 @@ function request()
       primed = true
       return filler
    end
+   if sent > 0 and seconds > 0 and not stopping and os.time() >= deadline then
+      stopping = true
+      quota = sent  -- time is up: no new request; the run ends when those sent are answered
+   end
    if sent >= quota then return filler end
-   if sent == 0 then started_ns = now_ns() end
+   if sent == 0 then
+      started_ns = now_ns()
+      deadline = os.time() + seconds
+   end
    sent = sent + 1
    return wrk.format(method, path, headers, bodies[sent])
 end
 
 function response(status, headers, body)
-   if status == 204 then return end
-   answered = answered + 1
-   if status >= 400 then failed = failed + 1 end
-   if answered == quota then
-      elapsed_ns = now_ns() - started_ns
-      -- bench/run.py reads this line and interrupts wrk, which otherwise sleeps out its -d.
-      io.write("BENCH_DONE\n")
-      io.flush()
-      wrk.thread:stop()
+   if status ~= 204 then
+      answered = answered + 1
+      if status >= 400 then failed = failed + 1 end
    end
+   if answered == quota and elapsed_ns == 0 then finish() end
 end
 
 -- Nanoseconds of wall clock (wrk's Lua has no clock of its own finer than a second).

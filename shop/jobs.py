@@ -12,13 +12,14 @@ due again after `backoff(attempts)`; after `max_attempts` the row is `failed`, f
 at. Leases, attempts and backoff come from the app's settings (shop/config.py), checked at start-up.
 """
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from shop.db import db, transaction
 from shop.models import utcnow
@@ -82,18 +83,23 @@ class Queue:
                 .values(status=self.failed, last_error="the last attempt did not finish (its worker stopped)")
             )
             condition = and_(condition, self._c.attempts < max_attempts)
+        # A CTE, evaluated once: as a plain `IN (subquery)` PostgreSQL may run the subquery again for
+        # each row it considers, and with SKIP LOCKED each run picks other rows, so a claim of one
+        # row took every due row.
         picked = (
             select(self._c.id)
             .where(condition)
             .order_by(*(order_by or (self._c.id,)))
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+            .cte("picked")
+            .prefix_with("MATERIALIZED", dialect="postgresql")  # never folded back into a subquery
         )
         lease = timedelta(seconds=config[self.lease_setting])
         rows = db.session.execute(
             update(self.table)
             # The condition again: a row is claimed only if it is still due as it is locked.
-            .where(self._c.id.in_(picked.scalar_subquery()), condition)
+            .where(self._c.id.in_(select(picked.c.id)), condition)
             .values(status=self.running, attempts=self._c.attempts + 1, **{self.due_column: now + lease})
             .returning(self._c.id, self._c.attempts, *(self._c[name] for name in self.returning))
         ).all()
@@ -120,6 +126,16 @@ class Queue:
         done = db.session.execute(update(self.table).where(self._held(row)).values(status=status, **values))
         return done.rowcount == 1
 
+    def finish_many(self, rows, status, values):
+        """`finish` for each row of `rows`, with its dict of `values` (the same columns for every row),
+        in one statement. Returns whether this worker still held every claim."""
+        statement = _finish_many(self, status, tuple(sorted(values[0])))
+        parameters = [
+            {**row_values, "b_id": row.id, "b_attempts": row.attempts}
+            for row, row_values in zip(rows, values, strict=True)
+        ]
+        return db.session.execute(statement, parameters).rowcount == len(rows)
+
     @transaction
     def retry(self, row, error, **values):
         """A failed attempt: due again after the backoff, or `failed` after the last one. Returns the
@@ -142,6 +158,16 @@ class Queue:
             .values(status=self.pending, attempts=0, last_error=None, **{self.due_column: utcnow()})
         )
         return changed.rowcount == 1
+
+
+@functools.cache
+def _finish_many(queue, status, keys):
+    c = queue.table.c
+    return (
+        update(queue.table)
+        .where(c.id == bindparam("b_id"), c.status == queue.running, c.attempts == bindparam("b_attempts"))
+        .values({**{key: bindparam(key) for key in keys}, "status": status})
+    )
 
 
 def describe_error(exc):

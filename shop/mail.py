@@ -84,20 +84,34 @@ def base_kind(kind):
 def queue(order, kind):
     """Put the shopper email of `kind` about `order` (as read in this transaction) in the outbox, in
     the caller's transaction. Returns its id. Rendered later, when it is sent."""
+    return db.session.execute(
+        insert(Email.__table__).returning(Email.__table__.c.id), _outbox_row(order, kind)
+    ).scalar_one()
+
+
+def queue_many(emails):
+    """`queue` for each (order, kind) of `emails`, in one statement. Their ids, in that order."""
+    if not emails:
+        return []
+    table = Email.__table__
+    rows = [_outbox_row(order, kind) for order, kind in emails]
+    return db.session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+
+
+def _outbox_row(order, kind):
     if base_kind(kind)[0] not in SUBJECTS:
         raise ValueError(f"no shopper email of kind {kind!r}")
-    emails = Email.__table__
-    values = {
+    now = utcnow()
+    return {
         "order_id": order.id,
         "kind": kind,
         "language": language_of_locale(order.shopper_locale),
         "to": order.shopper_email,
         "status": OUTBOX,
         "attempts": 0,
-        "next_attempt_at": utcnow(),
-        "created_at": utcnow(),
+        "next_attempt_at": now,
+        "created_at": now,
     }
-    return db.session.execute(insert(emails).returning(emails.c.id), values).scalar_one()
 
 
 def render(order, kind, language):
@@ -126,9 +140,12 @@ def message_id(reference, kind, mail_from):
 
 
 def send_due(limit=50):
-    """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set).
-    Returns how many were sent or kept."""
+    """Render and send the outbox emails that are due (keep them when no MAIL_SERVER is set), at
+    most `limit` in a round of the background loop, so that the webhooks never wait long behind
+    them. Returns how many were sent or kept."""
     config = current_app.config
+    if not config.get("MAIL_SERVER"):
+        return _keep_due(limit)
     handled = 0
     connection = None
     try:
@@ -159,9 +176,53 @@ def send_due(limit=50):
             handled += 1
     finally:
         _close(connection)
-    if handled and not config.get("MAIL_SERVER"):
+    return handled
+
+
+KEEP_BATCH = 50  # emails rendered and kept in one transaction
+
+
+def _keep_due(limit):
+    """Without a MAIL_SERVER: render the due emails and keep them, a claimed batch at a time (no
+    send to wait for, so no lease to outlast)."""
+    handled = 0
+    while handled < limit:
+        claimed = QUEUE.claim(min(KEEP_BATCH, limit - handled))
+        if not claimed:
+            break
+        handled += _keep(claimed)
+    if handled:
         log.info("%d email(s) kept in the outbox: MAIL_SERVER is not set", handled)
     return handled
+
+
+@transaction
+def _keep(claimed):
+    """`_rendered`, then kept, for each claimed email in one transaction; how many were kept."""
+    emails = {e.id: e for e in db.session.execute(select(Email).where(Email.id.in_([r.id for r in claimed]))).scalars()}
+    order_ids = {e.order_id for e in emails.values() if e.body is None and e.order_id is not None}
+    orders = {o.id: o for o in db.session.execute(select(Order).where(Order.id.in_(order_ids))).scalars()}
+    kept, values, failed = [], [], []
+    mail_from = current_app.config.get("MAIL_FROM")
+    for row in claimed:
+        email = emails.get(row.id)
+        if email is None:
+            failed.append(row)
+            continue
+        subject, body, message = email.subject, email.body, email.message_id
+        order = orders.get(email.order_id)
+        if body is None and email.kind in SUBJECTS and order is not None:
+            language = email.language or language_of_locale(order.shopper_locale)
+            subject, body = render(order, email.kind, language)
+            message = message_id(order.reference, email.kind, mail_from)
+        kept.append(row)
+        values.append({"subject": subject, "body": body, "message_id": message, "last_error": None})
+    db.session.expunge_all()  # the rows are written below, by statement
+    if kept:
+        QUEUE.finish_many(kept, KEPT, values)
+    if failed:
+        QUEUE.finish_many(failed, FAILED, [{"last_error": None}] * len(failed))
+    return len(kept)
 
 
 @transaction

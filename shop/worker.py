@@ -54,18 +54,25 @@ class Worker:
             self._thread.join(timeout=10)
 
     def run_once(self):
+        """Run each job once. Returns whether any of them did something (returned a count above 0)."""
+        busy = False
         for name, job in self.jobs:
             with self.app.app_context():
                 try:
-                    job()
+                    done = job()
                 except Exception:
                     log.exception("background job %s failed; it runs again at the next tick", name)
+                    continue
+            busy = busy or (isinstance(done, int) and done > 0)
+        return busy
 
     def run(self):
-        """Run the jobs every `interval` seconds (sooner when woken) until stop()."""
+        """Run the jobs every `interval` seconds (sooner when woken, and at once again after a round
+        that found work: more may have come meanwhile) until stop()."""
         self._running = True
         while not self._stopping:
-            self.run_once()
+            if self.run_once():
+                continue
             try:
                 self._wakes.get(timeout=self.interval)
             except queue.Empty:

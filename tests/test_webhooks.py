@@ -808,6 +808,47 @@ def test_failing_processing_is_retried_until_it_works(live_server_factory, monke
     assert len(emails(app, reference)) == 1
 
 
+def test_a_claim_takes_no_more_rows_than_asked(app):
+    """A worker that claims one row leaves the others due for the next claim (on PostgreSQL a claim
+    of one once took every due row, and the rest waited for their lease to end)."""
+    references = [make_order(app) for _ in range(3)]
+    for reference in references:
+        store_one(app, item(app, reference))
+    with app.app_context():
+        (claimed,) = processing.QUEUE.claim(1)
+    rows = {row.id: row.status for row in notifications(app)}
+    assert rows.pop(claimed.id) == "processing"
+    assert sorted(rows.values()) == ["pending", "pending"]
+
+
+def test_one_failing_notification_does_not_hold_up_the_rest_of_its_batch(app, monkeypatch):
+    """A claimed batch is applied in one transaction; when one of its notifications fails, each is
+    applied on its own: the others take effect once, the failing one waits for its retry."""
+    app.config.update(WEBHOOK_RETRY_SECONDS=60)
+    references = [make_order(app) for _ in range(4)]
+    for reference in references:
+        store_one(app, item(app, reference))
+    bad = references[1]
+    real_decide = state.decide_webhook
+
+    def decide(order, event):
+        if order.reference == bad:
+            raise RuntimeError("injected fault in one notification")
+        return real_decide(order, event)
+
+    monkeypatch.setattr(state, "decide_webhook", decide)
+    with app.app_context():
+        assert processing.process_due() == 3
+    assert [order_status(app, reference) for reference in references] == ["paid", "pending", "paid", "paid"]
+    rows = {row.merchant_reference: row for row in notifications(app)}
+    assert rows[bad].status == "pending" and "injected fault" in rows[bad].last_error
+    for reference in references:
+        if reference != bad:
+            assert (rows[reference].status, rows[reference].attempts) == ("processed", 1)
+            assert len(transitions(app, reference)) == 1
+            assert len(emails(app, reference)) == 1
+
+
 def test_processing_gives_up_after_the_attempt_limit(app, monkeypatch):
     app.config.update(WEBHOOK_RETRY_SECONDS=0, WEBHOOK_MAX_ATTEMPTS=3)
     reference = make_order(app)
@@ -859,10 +900,17 @@ def test_workers_claim_each_notification_once(app, monkeypatch):
     for reference in references:
         store_one(app, item(app, reference))
     calls = []
-    real_apply = state.apply_webhook
+    real_apply, real_apply_many = state.apply_webhook, state.apply_webhooks
+
+    def apply_many(webhooks):  # a claimed batch, applied together
+        results = real_apply_many(webhooks)
+        calls.extend(order_id for order_id, _ in results)
+        return results
+
     monkeypatch.setattr(
         state, "apply_webhook", lambda order_id, event: calls.append(order_id) or real_apply(order_id, event)
     )
+    monkeypatch.setattr(state, "apply_webhooks", apply_many)
     barrier = threading.Barrier(6)
 
     def work():

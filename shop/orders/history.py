@@ -58,22 +58,30 @@ class Entry:
 def record(order_id, entry, old_status=None, new_status=None, email_id=None, at=None):
     """Write one step, in the caller's transaction. A Core INSERT: there is nothing for the session to
     track afterwards."""
-    db.session.execute(
-        insert(OrderEvent.__table__),
-        {
-            "order_id": order_id,
-            "kind": entry.kind,
-            "old_status": old_status,
-            "new_status": new_status if new_status != old_status else None,
-            "notification_id": entry.notification_id,
-            "attempt_id": entry.attempt_id,
-            "refund_id": entry.refund_id,
-            "email_id": email_id,
-            "note": entry.note,
-            "detail": entry.detail,
-            "created_at": at or utcnow(),
-        },
-    )
+    db.session.execute(insert(OrderEvent.__table__), row(order_id, entry, old_status, new_status, email_id, at))
+
+
+def record_many(rows):
+    """Write the steps `rows` (each made by `row`) in one statement, in the caller's transaction."""
+    if rows:
+        db.session.execute(insert(OrderEvent.__table__), rows)
+
+
+def row(order_id, entry, old_status=None, new_status=None, email_id=None, at=None):
+    """The values of one step, for `record_many`."""
+    return {
+        "order_id": order_id,
+        "kind": entry.kind,
+        "old_status": old_status,
+        "new_status": new_status if new_status != old_status else None,
+        "notification_id": entry.notification_id,
+        "attempt_id": entry.attempt_id,
+        "refund_id": entry.refund_id,
+        "email_id": email_id,
+        "note": entry.note,
+        "detail": entry.detail,
+        "created_at": at or utcnow(),
+    }
 
 
 def note(order_id, kind, note=None, **fields):

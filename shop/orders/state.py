@@ -17,11 +17,13 @@ for a cart paid twice; `apply_webhook` applies them. Any order of arrival and an
 duplicates end in the same status.
 """
 
+import functools
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import NamedTuple
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from shop import mail
 from shop.db import Conflict, db, transaction
@@ -345,6 +347,125 @@ def apply_webhook(order_id, event):
     write_entry_and_email(applied)
     log.info("order %s: %s (%s)", applied.order.reference, decision.note, event.describe())
     return decision
+
+
+class NotTogether(RuntimeError):
+    """The webhooks of a batch cannot be applied together: the caller rolls back and applies them one
+    by one (`apply_webhook`), which decides each exactly as before."""
+
+
+# What `apply_webhooks` reads of an order: what decide_webhook, second_payment and mail.queue look at.
+_BATCH_COLUMNS = (
+    "id",
+    "reference",
+    "status",
+    "version",
+    "amount_value",
+    "currency",
+    "psp_reference",
+    "needs_review",
+    "needs_refund_decision",
+    "cart_ref",
+    "shopper_locale",
+    "shopper_email",
+)
+
+
+def apply_webhooks(webhooks):
+    """`apply_webhook` for each (merchant reference, WebhookEvent) of `webhooks`, in order, in the
+    caller's transaction, with one statement for each step of the whole batch rather than for each
+    webhook: one read of the orders, one compare-and-set statement per set of columns changed, one
+    insert of the emails and one of the timeline entries. Returns, for each webhook, (order id,
+    Decision), or (None, None) when no order has its reference.
+
+    Every compare-and-set is still exact: when one finds its order changed by another transaction
+    (or two webhooks of the batch change one order through different columns), or two orders of one
+    cart become paid in the batch, it raises NotTogether.
+    """
+    orders_table = Order.__table__
+    references = {reference for reference, _ in webhooks}
+    columns = [orders_table.c[name] for name in _BATCH_COLUMNS]
+    found = db.session.execute(select(*columns).where(orders_table.c.reference.in_(references)))
+    orders = {row.reference: SimpleNamespace(**row._mapping) for row in found}
+    results, applied, writes, paid_carts = [], [], {}, {}
+    now = utcnow()
+    for reference, event in webhooks:
+        order = orders.get(reference)
+        if order is None:
+            results.append((None, None))
+            continue
+        decision = decide_webhook(order, event)
+        results.append((order.id, decision))
+        if not decision.changes:
+            continue
+        before = SimpleNamespace(**vars(order))  # as read: what the email and the sibling check use
+        values = dict(decision.changes)
+        if values.get("status") == OrderStatus.PAID and order.status != OrderStatus.PAID:
+            values.setdefault("paid_at", now)
+            if order.cart_ref:
+                if order.cart_ref in paid_carts:
+                    raise NotTogether("two orders of one cart paid in one batch")
+                paid_carts[order.cart_ref] = len(applied)
+        keys = tuple(sorted(values))
+        writes.setdefault(keys, []).append({**values, "b_id": order.id, "b_version": order.version, "now": now})
+        vars(order).update(values, version=order.version + 1)  # a later webhook of the batch sees it
+        applied.append([before, decision, event, len(results) - 1])
+    for keys, rows in writes.items():
+        if db.session.execute(_compare_and_set_many(keys), rows).rowcount != len(rows):
+            raise NotTogether("an order changed while the batch was applied")
+    if paid_carts:
+        _second_payments(applied, paid_carts, results)
+    changes = [_as_change(before, decision, event) for before, decision, event, _ in applied]
+    email_ids = iter(mail.queue_many([(a[0], c.email) for a, c in zip(applied, changes, strict=True) if c.email]))
+    entries = []
+    for (before, decision, event, _), change in zip(applied, changes, strict=True):
+        email_id = next(email_ids) if change.email else None
+        entries.append(history.row(before.id, change.entry, before.status, change.status or before.status, email_id))
+        log.info("order %s: %s (%s)", before.reference, decision.note, event.describe())
+    history.record_many(entries)
+    return results
+
+
+@functools.cache
+def _compare_and_set_many(keys):
+    orders = Order.__table__
+    return (
+        update(orders)
+        .where(orders.c.id == bindparam("b_id"), orders.c.version == bindparam("b_version"))
+        .values(
+            {**{key: bindparam(key) for key in keys}, "version": orders.c.version + 1, "updated_at": bindparam("now")}
+        )
+    )
+
+
+def _second_payments(applied, paid_carts, results):
+    """apply_webhook's check for a cart paid twice, for the orders of a batch made paid (at most one
+    per cart): the carts locked, then one read of the orders paid first."""
+    carts = sorted(paid_carts)
+    if db.session.get_bind().dialect.name == "postgresql":
+        # apply_webhook's lock on each cart, taken in one order so that two workers never wait for each other.
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(cart)) FROM unnest(CAST(:carts AS text[])) AS cart"),
+            {"carts": carts},
+        )
+    orders = Order.__table__
+    paid = db.session.execute(
+        select(orders.c.id, orders.c.reference, orders.c.cart_ref)
+        .where(orders.c.cart_ref.in_(carts), orders.c.status == OrderStatus.PAID)
+        .order_by(func.coalesce(orders.c.paid_at, orders.c.updated_at), orders.c.id)
+    ).all()
+    first_of_cart = {}
+    for row in paid:  # oldest first: the first paid order of each cart other than the batch's own
+        if row.id != applied[paid_carts[row.cart_ref]][0].id:
+            first_of_cart.setdefault(row.cart_ref, row)
+    for cart, position in paid_carts.items():
+        before, decision, event, result = applied[position]
+        first = first_of_cart.get(cart)
+        flagged = second_payment(decision, first)
+        if flagged is not decision:
+            db.session.execute(update(Order).where(Order.id == before.id).values(duplicate_of_id=first.id))
+            applied[position][1] = flagged
+            results[result] = (before.id, flagged)
 
 
 def _as_change(order, decision, event):

@@ -11,7 +11,9 @@ or environment, with why; the worker never claims either.
 `process_due` runs in the background worker on the shared job queue (shop/jobs.py: claims, leases,
 retries with a growing delay, at most WEBHOOK_MAX_ATTEMPTS, then "failed" for a person to look at):
 each notification's change to its order, the timeline entry, the shopper email and the processed
-mark are one transaction. Nothing is lost, nothing is applied twice.
+mark are in one transaction, with those of the rest of its claimed batch (`process_batch`: one
+statement per step for the whole batch; when the batch cannot be applied together, each
+notification is applied in a transaction of its own). Nothing is lost, nothing is applied twice.
 """
 
 import logging
@@ -159,10 +161,12 @@ QUEUE = jobs.Queue(
         "reason",
     ),
 )
-CLAIM_BATCH = 20  # notifications one worker claims at a time (one UPDATE, one commit)
+CLAIM_BATCH = 100  # notifications one worker claims, and applies together, at a time
+# Applied a claimed batch at a time (`_apply_together`); any other event code one by one (`process_one`).
+BATCHED_EVENTS = frozenset((state.AUTHORISATION, state.OFFER_CLOSED))
 
 
-def process_due(limit=100):
+def process_due(limit=500):
     """Apply the stored notifications that are due, oldest first. Returns how many were finished."""
     claimed = finished = 0
     while claimed < limit:  # at most `limit` claims per call, failed ones included
@@ -170,10 +174,29 @@ def process_due(limit=100):
         if not batch:
             break
         claimed += len(batch)
-        for notification in batch:
-            if process_one(notification):
-                finished += 1
+        finished += process_batch(batch)
     return finished
+
+
+def process_batch(batch):
+    """Apply claimed notifications: those of BATCHED_EVENTS in one transaction, the rest one by one.
+    When the batch cannot be applied together (an order changed meanwhile, an error in any one of
+    them), nothing of it is kept and each is applied one by one: a failing one fails alone.
+    Returns how many were finished."""
+    together = [notification for notification in batch if notification.event_code in BATCHED_EVENTS]
+    alone = [notification for notification in batch if notification.event_code not in BATCHED_EVENTS]
+    if len(together) > 1:
+        try:
+            notes = _apply_together(together)
+        except Exception as exc:  # noqa: BLE001 - rolled back: each is applied on its own below
+            log.info("%d notifications applied one by one, not together: %s", len(together), jobs.describe_error(exc))
+            alone = batch
+        else:
+            for notification, note in zip(together, notes, strict=True):
+                _log_processed(notification, note)
+    else:
+        alone = batch
+    return len(batch) - len(alone) + sum(1 for notification in alone if process_one(notification))
 
 
 def process_one(notification):
@@ -186,6 +209,11 @@ def process_one(notification):
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, keep the row and retry it
         _failed(notification, exc)
         return False
+    _log_processed(notification, note)
+    return True
+
+
+def _log_processed(notification, note):
     log.info(
         "webhook processed: pspReference=%s eventCode=%s success=%s merchantReference=%r: %s",
         notification.psp_reference,
@@ -194,27 +222,10 @@ def process_one(notification):
         notification.merchant_reference,
         note,
     )
-    return True
 
 
-@transaction
-def _apply(notification):
-    """The change to the order, its timeline entry, its email and the processed mark: one transaction.
-    Returns the note."""
-    handler = HANDLERS.get(notification.event_code, _apply_payment)
-    order_id, note, changed = handler(notification)
-    if order_id is None:
-        log.warning("webhook %s %s: %s", notification.event_code, notification.psp_reference, note)
-    elif not changed:
-        history.note(order_id, Kind.WEBHOOK_PROCESSED, note, notification_id=notification.id)
-    if not QUEUE.finish(notification, PROCESSED, processed_at=utcnow(), note=note, last_error=None):
-        raise jobs.LostClaim(notification.id)  # undo: the worker that took it over applies it
-    return note
-
-
-def _apply_payment(notification):
-    """AUTHORISATION, OFFER_CLOSED: the payment's outcome. (order id, note, whether it changed the order)."""
-    event = state.WebhookEvent(
+def _event(notification):
+    return state.WebhookEvent(
         event_code=notification.event_code,
         success=notification.success,
         amount_value=notification.amount_value,
@@ -223,9 +234,56 @@ def _apply_payment(notification):
         reason=notification.reason,
         notification_id=notification.id,
     )
+
+
+def _no_order(notification, event):
+    note = f"no order has merchantReference {notification.merchant_reference!r}: nothing to change"
+    log.warning("webhook %s: %s", event.describe(), note)
+    return note
+
+
+@transaction
+def _apply_together(batch):
+    """What `_apply` does, for each notification of `batch` in turn, in one transaction
+    (state.apply_webhooks). Returns the notes."""
+    events = [_event(notification) for notification in batch]
+    results = state.apply_webhooks([(n.merchant_reference, e) for n, e in zip(batch, events, strict=True)])
+    notes, entries = [], []
+    for notification, event, (order_id, decision) in zip(batch, events, results, strict=True):
+        if order_id is None:
+            notes.append(_no_order(notification, event))
+            continue
+        notes.append(decision.note)
+        if not decision.changes:
+            entry = history.Entry(Kind.WEBHOOK_PROCESSED, note=decision.note, notification_id=notification.id)
+            entries.append(history.row(order_id, entry))
+    history.record_many(entries)
+    now = utcnow()
+    values = [{"processed_at": now, "note": note, "last_error": None} for note in notes]
+    if not QUEUE.finish_many(batch, PROCESSED, values):
+        raise jobs.LostClaim("a notification of the batch was taken over by another worker")
+    return notes
+
+
+@transaction
+def _apply(notification):
+    """The change to the order, its timeline entry, its email and the processed mark: one transaction.
+    Returns the note."""
+    handler = HANDLERS.get(notification.event_code, _apply_payment)
+    order_id, note, changed = handler(notification)
+    if order_id is not None and not changed:
+        history.note(order_id, Kind.WEBHOOK_PROCESSED, note, notification_id=notification.id)
+    if not QUEUE.finish(notification, PROCESSED, processed_at=utcnow(), note=note, last_error=None):
+        raise jobs.LostClaim(notification.id)  # undo: the worker that took it over applies it
+    return note
+
+
+def _apply_payment(notification):
+    """AUTHORISATION, OFFER_CLOSED: the payment's outcome. (order id, note, whether it changed the order)."""
+    event = _event(notification)
     order_id = state.order_id_for(notification.merchant_reference)
     if order_id is None:
-        return None, f"no order has merchantReference {notification.merchant_reference!r}: nothing to change", False
+        return None, _no_order(notification, event), False
     decision = state.apply_webhook(order_id, event)
     return order_id, decision.note, bool(decision.changes)
 
@@ -245,6 +303,8 @@ def _apply_refund(notification):
         notification_id=notification.id,
     )
     order_id, note, changed = refund_state.apply_refund_webhook(event)
+    if order_id is None:
+        log.warning("webhook %s %s: %s", notification.event_code, notification.psp_reference, note)
     return order_id, note, changed
 
 
