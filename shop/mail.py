@@ -211,7 +211,7 @@ def _keep(claimed):
             continue
         subject, body, message = email.subject, email.body, email.message_id
         order = orders.get(email.order_id)
-        if body is None and email.kind in SUBJECTS and order is not None:
+        if body is None and base_kind(email.kind)[0] in SUBJECTS and order is not None:
             language = email.language or language_of_locale(order.shopper_locale)
             subject, body = render(order, email.kind, language)
             message = message_id(order.reference, email.kind, mail_from)

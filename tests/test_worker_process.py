@@ -75,6 +75,7 @@ def test_a_worker_process_applies_what_web_processes_only_store(live_server_fact
     output = log_path.read_text(errors="replace")
     assert (
         "background worker started: process webhooks, send emails, close orders no result came for, "
+        "send again refunds that got no answer, refund flagged payments (AUTO_REFUND_FLAGGED), "
         "simulator webhook deliveries" in output
     )
     assert "every 0.1 s" in output

@@ -9,6 +9,7 @@ pages first show what the redirect said and then, without a reload, the webhook'
 """
 
 import re
+import time
 from pathlib import Path
 
 import requests
@@ -206,6 +207,23 @@ class ConsoleTour:
         release_webhooks(self.server)
         expect(page.locator("#order-status")).to_have_text("paid", timeout=RESULT_TIMEOUT)  # no reload
         yield "console-timeline"
+        # Part of it refunded: the confirmation step, the timeline after, and what the shopper sees.
+        page.get_by_label(re.compile(r"^Amount \(KWD")).fill("5.000")
+        page.get_by_role("button", name="Refund…").click()
+        expect(page.get_by_role("heading", name=re.compile("^Confirm the refund"))).to_be_visible()
+        yield "console-refund-confirm"
+        page.get_by_role("button", name="Refund 5.000 KWD").click()
+        refund_status = page.locator("tr[data-refund] .status")
+        for _ in range(100):  # the REFUND webhook decides; the console's page shows it when reloaded
+            if refund_status.inner_text().strip() == "succeeded":
+                break
+            time.sleep(0.2)
+            page.reload()
+        expect(refund_status).to_have_text("succeeded")
+        yield "console-timeline-refunded"
+        page.get_by_role("link", name="the result page the shopper sees").click()
+        expect(page.get_by_text(re.compile(r"^Refunded 5\.000 KWD on "))).to_be_visible()
+        yield "result-partly-refunded"
         others = [path for path in CONSOLE_PAGES if path != "/console/demo"]
         for path in [*others, "/console/orders?page=2", "/_sim/faults"]:
             page.goto(url + path)
