@@ -29,16 +29,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Shop(Flask):
     """Flask, with more chances for a page whose database connection was lost under it."""
 
+    def preprocess_request(self):
+        """The before-request functions (the storefront's check for a cart already paid reads the
+        database), with the same chances as the view."""
+        return self._again_if_disconnected(super().preprocess_request)
+
     def dispatch_request(self):
         """Run the view; run it again (up to DISCONNECT_RETRIES times) if the database dropped its
         connection meanwhile (a restart, a failover). Every view can be repeated, as a refresh or a
         double click repeats it: what it writes, it writes in units of work that find what an earlier
         run did (shop/db.py)."""
+        return self._again_if_disconnected(super().dispatch_request)
+
+    def _again_if_disconnected(self, step):
         from shop.db import DISCONNECT_RETRIES, db, is_disconnect
 
         for retry in range(DISCONNECT_RETRIES + 1):
             try:
-                return super().dispatch_request()
+                return step()
             except DBAPIError as error:
                 if not is_disconnect(error) or retry == DISCONNECT_RETRIES:
                     raise

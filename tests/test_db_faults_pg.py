@@ -20,7 +20,7 @@ from shop.models import Email, Notification, Order, OrderEvent, PaymentAttempt
 from shop.simulator.models import SimFault, SimPayment
 from tests.databases import backend
 from tests.fault_helpers import inject
-from tests.shopper import Shopper, text_of
+from tests.shopper import GOOD_CARD, Shopper, text_of
 from tests.webhook_helpers import auth, envelope, item, make_order, wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -114,13 +114,15 @@ class WatchedShopper(Shopper):
         self.http.hooks["response"].append(self._note)
 
     def pay_on_knet(self, knet_page, **kwargs):
-        """As Shopper.pay_on_knet; and if KNET's page says the payment is already completed (its
-        first answer was lost with the connection, and the page answered again), press "Return to
-        the shop" as the shopper would."""
-        response = super().pay_on_knet(knet_page, **kwargs)
+        """As Shopper.pay_on_knet; but if KNET's page says the payment is already completed (its
+        first answer was lost with the connection, and the page answered again), follow its
+        "Return to the shop" link as the shopper would (the page has no form to submit)."""
+        response = self.submit(knet_page, **dict(GOOD_CARD, bank="KNET1", action="submit", **kwargs))
         if "This payment is already completed" in text_of(response.text):
             link = re.search(r'<a class="button primary" href="([^"]+)"', response.text)
-            response = self.http.get(html_lib.unescape(link.group(1)), timeout=20)
+            return self.http.get(html_lib.unescape(link.group(1)), timeout=20)
+        if "data-autosubmit" in response.text and "redirectResult" in response.text:
+            response = self.submit(response)
         return response
 
     def _note(self, response, *args, **kwargs):
