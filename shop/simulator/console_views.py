@@ -37,14 +37,18 @@ def deliveries():
     )
 
 
+def _back_to_deliveries(message, category="success"):
+    """Say what was queued, wake the worker to send it now, and show the deliveries page again."""
+    flash(message, category)
+    worker.wake(current_app._get_current_object())
+    return redirect(url_for("simulator_console.deliveries"), code=303)
+
+
 @bp.post("/deliveries/<id:delivery_id>/resend")
 def resend(delivery_id):
     if sender.resend(delivery_id):
-        flash(f"Delivery #{delivery_id} will be sent again now.", "success")
-    else:
-        flash(f"Delivery #{delivery_id} is queued or being sent already; it was not resent.", "error")
-    worker.wake(current_app._get_current_object())
-    return redirect(url_for("simulator_console.deliveries"), code=303)
+        return _back_to_deliveries(f"Delivery #{delivery_id} will be sent again now.")
+    return _back_to_deliveries(f"Delivery #{delivery_id} is queued or being sent already; it was not resent.", "error")
 
 
 @bp.post("/deliveries/<id:delivery_id>/duplicate")
@@ -53,25 +57,23 @@ def duplicate(delivery_id):
         new_id = sender.enqueue_duplicate(delivery_id)
     except LookupError:
         abort(404)
-    worker.wake(current_app._get_current_object())
-    flash(f"Delivery #{new_id}, a duplicate of #{delivery_id}, will be sent now.", "success")
-    return redirect(url_for("simulator_console.deliveries"), code=303)
+    return _back_to_deliveries(f"Delivery #{new_id}, a duplicate of #{delivery_id}, will be sent now.")
 
 
 @bp.post("/deliveries/customer-area-test")
 def customer_area_test():
     new_id = sender.queue_customer_area_test()
-    worker.wake(current_app._get_current_object())
-    flash(f"Delivery #{new_id}: the Customer Area's test notification (test_AUTHORISATION_1), sent now.", "success")
-    return redirect(url_for("simulator_console.deliveries"), code=303)
+    return _back_to_deliveries(
+        f"Delivery #{new_id}: the Customer Area's test notification (test_AUTHORISATION_1), sent now."
+    )
 
 
 @bp.post("/deliveries/report-available")
 def report_available():
     new_id = sender.queue_report_available()
-    worker.wake(current_app._get_current_object())
-    flash(f"Delivery #{new_id}: REPORT_AVAILABLE for today's payments accounting report, sent now.", "success")
-    return redirect(url_for("simulator_console.deliveries"), code=303)
+    return _back_to_deliveries(
+        f"Delivery #{new_id}: REPORT_AVAILABLE for today's payments accounting report, sent now."
+    )
 
 
 # Demo scenarios ----------------------------------------------------------------------------------------
