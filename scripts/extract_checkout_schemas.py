@@ -1,9 +1,9 @@
 """Write the part of Adyen's Checkout API v71 spec that the simulator validates against.
 
-    .venv/bin/python scripts/extract_checkout_schemas.py ../shared/specs/CheckoutService-v71.json
+    .venv/bin/python scripts/extract_checkout_schemas.py path/to/CheckoutService-v71.json
 
-Reads the OpenAPI 3.1 spec (Adyen/adyen-openapi, json/CheckoutService-v71.json, MIT licensed) and
-writes shop/simulator/checkout_v71_schemas.json: for each endpoint the simulator serves, the name of
+Reads the OpenAPI 3.1 spec (a checkout of github.com/Adyen/adyen-openapi: json/CheckoutService-v71.json,
+MIT licensed) and writes shop/simulator/checkout_v71_schemas.json: for each endpoint the simulator serves, the name of
 its request schema and of its response schema per HTTP status, and the closure of the component
 schemas those name (every schema they reach through `$ref`). Descriptions and examples are left out;
 the licence text and the source commit go in. The licence is read from LICENSE-adyen-openapi and the
